@@ -1,0 +1,50 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+# Everything they need (virtualenv, Python packages, Debian packages for the
+# test servers) is installed by the targets below; nothing by hand.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit functional conformance bench services venv lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job on the embedded default: SQLite, no server.
+demo: $(STAMP)
+	$(PY) -m servicegroup demo
+
+## Every test: unit, functional against real servers, tooz conformance.
+test: $(STAMP) services
+	$(PY) -m pytest -q tests functional
+	$(MAKE) --no-print-directory conformance
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+functional: $(STAMP) services
+	$(PY) -m pytest -q functional
+
+## tooz's own suite against every backend this project writes.
+conformance: $(STAMP) services
+	PY=$(PY) bash scripts/conformance
+
+## Installs (apt) and starts what the functional tests need.
+services:
+	bash scripts/ensure-services
+
+bench: $(STAMP) services
+	$(PY) -m bench.run
+
+lint: $(STAMP)
+	$(PY) -m pyflakes servicegroup tests functional bench 2>/dev/null || true
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache servicegroup.sqlite

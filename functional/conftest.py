@@ -1,0 +1,197 @@
+"""Real servers for the functional tests, started on demand.
+
+Private servers (each on a free loopback port, under a temp dir; see
+``functional/fixtures/*_server.py``) start the first time a test asks for
+one and stop at the end of the session:
+
+- ``zookeeper_server``, ``memcached_server``, ``etcd_server``,
+  ``redis_server``: one shared server each per session (``.url``, ``.host``,
+  ``.port``, ``restart()``, ``pause()`` ...). A test that pauses, kills or
+  stops one need not clean up: after each test, every shared server that is
+  paused is resumed and one that is down is started again (same port).
+- ``backend_server(name)``: the same servers by driver name, for suites
+  parametrised by driver: ``zk``, ``mc``, ``redis``, ``etcd`` (also
+  ``zookeeper``, ``memcached``).
+- ``fresh_server(name)``: a new private server for one test, stopped after
+  it; for fault tests that would disturb others (wipe, long pauses).
+- ``sql_url(dialect)``: ``sqlite`` (a file in the test's tmp dir),
+  ``postgresql`` or ``mysql`` (the shared servers ``make services``
+  starts; a test fails, naming the server, when one is down).
+
+Adding a server: put its class in ``BACKEND_SERVERS`` (a
+:class:`functional.fixtures.servers.ServerProcess`, or any object with
+``start()``, ``stop()`` and ``url``) and, if wanted, a named fixture below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import threading
+
+import pytest
+
+from functional.fixtures import servers
+from functional.fixtures.etcd_server import EtcdServer
+from functional.fixtures.memcached_server import MemcachedServer
+from functional.fixtures.redis_server import RedisServer
+from functional.fixtures.zookeeper_server import ZooKeeperServer
+
+#: Driver name -> server class.
+BACKEND_SERVERS: dict[str, type] = {
+    "zk": ZooKeeperServer,
+    "mc": MemcachedServer,
+    "redis": RedisServer,
+    "etcd": EtcdServer,
+}
+#: Other names a test may use for the same servers.
+ALIASES = {"zookeeper": "zk", "memcached": "mc", "etcd3": "etcd"}
+
+
+class ServerPool:
+    """Starts servers lazily, one shared per name, and stops them all."""
+
+    def __init__(self) -> None:
+        self._shared: dict[str, object] = {}
+        self._private: list[object] = []
+        self._lock = threading.Lock()
+        self.started: list[tuple[str, str, float | None]] = []
+
+    @staticmethod
+    def _cls(name: str) -> type:
+        key = ALIASES.get(name, name)
+        try:
+            return BACKEND_SERVERS[key]
+        except KeyError:
+            known = ", ".join(sorted(BACKEND_SERVERS))
+            raise LookupError(f"no test server for {name!r} (known: {known})") from None
+
+    def _note(self, name: str, server) -> None:
+        self.started.append((name, server.url, getattr(server, "startup_seconds", None)))
+
+    def shared(self, name: str):
+        """The session's server for ``name``, started (or healed) now."""
+        key = ALIASES.get(name, name)
+        with self._lock:
+            server = self._shared.get(key)
+            if server is None:
+                server = self._cls(key)()
+                server.start()
+                self._shared[key] = server
+                self._note(key, server)
+            elif hasattr(server, "ensure_running"):
+                server.ensure_running()
+            return server
+
+    def fresh(self, name: str):
+        """A new server for ``name``; the caller stops it (or the pool will)."""
+        server = self._cls(name)()
+        server.start()
+        with self._lock:
+            self._private.append(server)
+        self._note(ALIASES.get(name, name), server)
+        return server
+
+    def heal(self) -> None:
+        """Resume or restart every shared server a test left paused or down."""
+        with self._lock:
+            for server in self._shared.values():
+                if hasattr(server, "ensure_running"):
+                    server.ensure_running()
+
+    def stop_all(self) -> None:
+        with self._lock:
+            everything = list(self._shared.values()) + self._private
+            self._shared.clear()
+            self._private.clear()
+        errors = []
+        for server in everything:
+            try:
+                server.stop()
+            except Exception as e:  # stop the others anyway
+                errors.append(f"{server!r}: {e}")
+        if errors:
+            raise RuntimeError("could not stop: " + "; ".join(errors))
+
+
+_POOL: ServerPool | None = None
+
+
+@pytest.fixture(scope="session")
+def server_pool() -> Iterator[ServerPool]:
+    global _POOL
+    _POOL = ServerPool()
+    try:
+        yield _POOL
+    finally:
+        _POOL.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _heal_shared_servers() -> Iterator[None]:
+    yield
+    if _POOL is not None:
+        _POOL.heal()
+
+
+@pytest.fixture(scope="session")
+def backend_server(server_pool: ServerPool) -> Callable[[str], object]:
+    """``backend_server("zk")`` -> the session's ZooKeeper (started on first use)."""
+    return server_pool.shared
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server(backend_server) -> ZooKeeperServer:
+    return backend_server("zk")
+
+
+@pytest.fixture(scope="session")
+def memcached_server(backend_server) -> MemcachedServer:
+    return backend_server("mc")
+
+
+@pytest.fixture(scope="session")
+def etcd_server(backend_server) -> EtcdServer:
+    return backend_server("etcd")
+
+
+@pytest.fixture(scope="session")
+def redis_server(backend_server) -> RedisServer:
+    """A private redis-server; the shared 6379 one is ``servers.SHARED_REDIS_URL``."""
+    return backend_server("redis")
+
+
+@pytest.fixture
+def fresh_server(server_pool: ServerPool) -> Iterator[Callable[[str], object]]:
+    """``fresh_server("mc")`` -> a new server only this test uses, stopped after."""
+    mine: list = []
+
+    def make(name: str):
+        server = server_pool.fresh(name)
+        mine.append(server)
+        return server
+
+    yield make
+    for server in mine:
+        server.stop()
+
+
+@pytest.fixture
+def sql_url(tmp_path) -> Callable[[str], str]:
+    """``sql_url("sqlite" | "postgresql" | "mysql")`` -> a SQLAlchemy URL."""
+
+    def url(dialect: str) -> str:
+        why = servers.shared_sql_down(dialect)
+        if why:
+            pytest.fail(why, pytrace=False)
+        return servers.sql_url(dialect, tmp_path)
+
+    return url
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _POOL is None or not _POOL.started:
+        return
+    terminalreporter.write_sep("-", "test servers started (startup seconds, for reading only)")
+    for name, url, seconds in _POOL.started:
+        shown = f"{seconds:.2f}s" if seconds is not None else "?"
+        terminalreporter.write_line(f"{name:10} {url:40} {shown}")

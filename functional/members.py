@@ -1,0 +1,97 @@
+"""Member processes for functional tests: ``servicegroup join`` in a child.
+
+A real process per member, so that SIGKILL is a real crash and SIGSTOP a
+real pause (a GC stall, a VM freeze): the faults tooz's own tests cannot
+cause from inside one process. Its stdout is collected line by line, so a
+test can wait for ``membership_lost`` / ``membership_restored``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+#: Short timings so every scenario takes seconds.
+REPORT_INTERVAL = 0.5
+DOWN_TIME = 2.0
+STALENESS = 0.2
+BOUND = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where a scenario runs: ``ServiceGroup(driver, url, records_url)``."""
+
+    name: str
+    driver: str
+    url: str | None
+    records_url: str
+
+    def kwargs(self, **overrides: object) -> dict[str, object]:
+        kw: dict[str, object] = dict(driver=self.driver, url=self.url, records_url=self.records_url,
+                                     report_interval=REPORT_INTERVAL, service_down_time=DOWN_TIME,
+                                     max_staleness=STALENESS)
+        kw.update(overrides)
+        return kw
+
+
+def wait_for(predicate: Callable[[], bool], bound: float = BOUND, step: float = 0.05) -> bool:
+    """Poll *predicate* until true or *bound* seconds pass (a bound, not a timing)."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+class MemberProcess:
+    """``python -m servicegroup join`` for one host, collecting its output."""
+
+    def __init__(self, target: Target, host: str, topic: str) -> None:
+        cmd = [sys.executable, "-m", "servicegroup", "join", "--host", host, "--topic", topic,
+               "--driver", target.driver, "--records-url", target.records_url,
+               "--report-interval", str(REPORT_INTERVAL), "--service-down-time", str(DOWN_TIME)]
+        if target.url:
+            cmd += ["--url", target.url]
+        self.host = host
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def pause(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+        self.proc.wait()
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,157 @@
+"""The records contract against real PostgreSQL and MariaDB.
+
+The shared servers (``make services``) hold other tests' rows too: every
+test here uses host and topic names of its own and deletes its rows. The
+first-migration test runs in a throwaway schema (PostgreSQL) or database
+(MariaDB) that it drops afterwards.
+
+URLs can be overridden with ``SERVICEGROUP_TEST_PG_URL`` and
+``SERVICEGROUP_TEST_MYSQL_URL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import os
+import threading
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from servicegroup import errors
+from servicegroup.records import Records
+from servicegroup.records import schema
+from servicegroup.records.models import services
+from tests.test_records import RecordsContract, host, statements, topic  # noqa: F401 (fixtures)
+
+URLS = {
+    "postgresql": os.environ.get(
+        "SERVICEGROUP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    ),
+    "mysql": os.environ.get("SERVICEGROUP_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+}
+
+
+def _open(url: str) -> Records:
+    try:
+        return Records(url)
+    except errors.BackendUnavailable as exc:
+        # Not a skip: these servers are part of the test set-up.
+        pytest.fail(f"{exc} - run `make services` to start the shared databases")
+
+
+@pytest.fixture(scope="module", params=sorted(URLS))
+def shared(request) -> Iterator[Records]:
+    recs = _open(URLS[request.param])
+    yield recs
+    recs.dispose()
+
+
+@pytest.fixture
+def records(shared: Records, host: str) -> Iterator[Records]:
+    yield shared
+    # Clean up every row this test made: its host names all start with
+    # the test's unique host name (the contract derives them from it).
+    with shared._engine.begin() as conn:
+        conn.execute(sa.delete(services).where(services.c.host.like(f"{host}%")))
+
+
+class TestRecordsOnRealDatabases(RecordsContract):
+    pass
+
+
+@pytest.fixture(params=sorted(URLS))
+def empty_database(request) -> Iterator[str]:
+    """A URL of a brand-new, empty schema; dropped afterwards."""
+    name = f"sg_records_{uuid.uuid4().hex[:10]}"
+    base = sa.make_url(URLS[request.param])
+    if request.param == "postgresql":
+        admin = sa.create_engine(base.set(drivername="postgresql+psycopg2"))
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        url = base.update_query_dict({"options": f"-csearch_path={name}"})
+        drop = f'DROP SCHEMA "{name}" CASCADE'
+    else:
+        admin = sa.create_engine(base.set(drivername="mysql+pymysql"))
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        url = base.set(database=name)
+        drop = f"DROP DATABASE `{name}`"
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(drop)
+        admin.dispose()
+
+
+def test_concurrent_first_migrations_on_an_empty_database_all_succeed(empty_database: str) -> None:
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+    instances = [Records(empty_database, migrate=False) for _ in range(4)]
+
+    def start_one(recs: Records) -> None:
+        barrier.wait()
+        try:
+            recs.migrate()
+        except BaseException as exc:  # noqa: BLE001 - asserted on below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start_one, args=(r,)) for r in instances]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert failures == []
+        assert schema.current(instances[0]._engine) == schema.head()
+        assert instances[0].upsert("h", "t").id == 1
+    finally:
+        for recs in instances:
+            recs.dispose()
+
+
+def test_missing_database_is_backend_unavailable_naming_it() -> None:
+    for url in URLS.values():
+        missing = sa.make_url(url).set(database="sg_no_such_db").render_as_string(hide_password=False)
+        with pytest.raises(errors.BackendUnavailable, match="sg_no_such_db"):
+            Records(missing, connect_timeout=2)
+
+
+def test_bad_credentials_are_backend_unavailable_without_the_password() -> None:
+    url = sa.make_url(URLS["mysql"]).set(username="sg_nobody", password="s3cr3t-pw")
+    with pytest.raises(errors.BackendUnavailable) as info:
+        Records(url.render_as_string(hide_password=False), connect_timeout=2)
+    assert "s3cr3t-pw" not in str(info.value)
+    assert "127.0.0.1:3306/test" in str(info.value)
+
+
+def test_unknown_url_option_is_invalid_url_naming_it() -> None:
+    for url in URLS.values():
+        with pytest.raises(errors.InvalidURL, match="tiemout"):
+            Records(url + "?tiemout=5")
+
+
+@pytest.mark.parametrize(
+    "dialect,option",
+    [("postgresql", {"options": "-ctimezone=Pacific/Kiritimati"}),
+     ("mysql", {"init_command": "SET time_zone='+13:00'"})],
+)
+def test_timestamps_are_utc_whatever_the_session_time_zone(
+    dialect: str, option: dict[str, str], host: str, topic: str
+) -> None:
+    plain = _open(URLS[dialect])
+    url = sa.make_url(URLS[dialect]).update_query_dict(option).render_as_string(hide_password=False)
+    skewed = Records(url)
+    try:
+        svc = skewed.upsert(host, topic)
+        reference = plain.server_now()  # server clock, default session zone
+        assert abs(skewed.server_now() - reference).total_seconds() < 60
+        assert abs(svc.last_seen_up - reference).total_seconds() < 60
+        assert plain.get(host, topic).last_seen_up == svc.last_seen_up
+    finally:
+        with plain._engine.begin() as conn:
+            conn.execute(sa.delete(services).where(services.c.host == host))
+        skewed.dispose()
+        plain.dispose()

@@ -1,0 +1,514 @@
+"""ServiceGroup: the one facade users touch.
+
+Records (host, topic, binary, flags) live in SQL through
+:mod:`servicegroup.records`; liveness (join, heartbeat, membership) goes
+through a tooz backend chosen by ``driver``. The two meet in
+:meth:`ServiceGroup.is_up`, which is where "is this service up?" is
+decided, in this order:
+
+1. ``forced_down`` set (by an operator fencing a host) -> down, whatever the
+   backend says;
+2. otherwise up if and only if the host is listed in the topic's group in
+   the membership view (:mod:`servicegroup.membership`), which is at most
+   ``max_staleness`` old, and no older than ``service_down_time`` when the
+   backend cannot be read. The price of that outage grace, stated plainly:
+   while this process cannot read the backend, a host that died just
+   before can read as up until up to ``2 x service_down_time`` after its
+   last heartbeat; then every host reads as down.
+
+``disabled`` is a scheduling flag and never changes liveness; neither does
+``updated_at`` (enabling a service bumps it, which once made dead hosts
+look up in nova).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+import datetime
+import logging
+import os
+import random
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+import uuid
+
+from tooz import coordination
+
+from servicegroup import backend
+from servicegroup import conf as sg_conf
+from servicegroup import drivers
+from servicegroup import errors
+from servicegroup import names
+from servicegroup import push
+from servicegroup.heartbeat import EventCallback
+from servicegroup.heartbeat import Member
+from servicegroup.membership import INCARNATION
+from servicegroup.membership import MembershipView
+from servicegroup.membership import Watch
+from servicegroup.membership import WatchCallback
+from servicegroup.records import Records
+from servicegroup.records import Service
+
+if TYPE_CHECKING:
+    from oslo_config import cfg
+
+    from servicegroup.ring import Partitioner
+
+LOG = logging.getLogger(__name__)
+
+_ZK_SCHEMES = {"zookeeper", "kazoo"}
+#: Backends whose get_member_info "updated_at" is the last heartbeat.
+_HEARTBEAT_TIME_SCHEMES = {"sql+sqlite", "sql+postgresql", "sql+mysql"}
+#: tooz drivers whose stop() deletes the member id's heartbeat key: stopping
+#: expire()'s short-lived coordinator would mark the live host dead in every
+#: topic, so it is dropped unstopped (its client closes when collected).
+_STOP_DELETES_BEAT = {"memcached", "redis"}
+
+
+class ServiceGroup:
+    """Service records in SQL, liveness through tooz (see module docstring)."""
+
+    def __init__(
+        self,
+        driver: str = "db",
+        url: str | None = None,
+        records_url: str = sg_conf.DEFAULT_RECORDS_URL,
+        report_interval: float = 10,
+        service_down_time: float = 60,
+        max_staleness: float = 1.0,
+        *,
+        coordinator_factory: backend.CoordinatorFactory | None = None,
+        clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] | None = None,
+        background: bool = True,
+    ) -> None:
+        """Validate everything, then open the records database.
+
+        Nothing connects to the liveness backend until the first ``join`` or
+        the first read, but every configuration mistake (unknown driver,
+        contradicting URL, unknown URL option, ``service_down_time <=
+        report_interval``) is refused here, before anything is written.
+
+        ``coordinator_factory``, ``clock``, ``wall_clock`` and ``background``
+        exist for tests (an in-memory backend, a fake clock, no threads).
+        """
+        self.settings = sg_conf.Settings(
+            driver=driver,
+            url=url,
+            records_url=records_url,
+            report_interval=report_interval,
+            service_down_time=service_down_time,
+            max_staleness=max_staleness,
+        )
+        self.url = drivers.resolve(driver, url, records_url, ttl=service_down_time)
+        self._scheme = self.url.partition("://")[0]
+        self._factory = coordinator_factory or backend.default_factory
+        self._background = background
+        self.records = Records(records_url)
+        self._members: dict[str, Member] = {}
+        self._reader: coordination.CoordinationDriver | None = None
+        self._reader_pid = os.getpid()
+        self._reader_failures = backend.FailureClock(after=max(10 * max_staleness, 5.0))
+        self._stopped = False
+        self._lock = threading.RLock()
+        self._event_callbacks: list[EventCallback] = []
+        self._flags: dict[tuple[str, str], tuple[bool, bool]] = {}
+        # Bumped by every local flag write, so a refresh whose read started
+        # before the write cannot put the older flags back (see _refresh_flags).
+        self._flags_lock = threading.Lock()
+        self._flags_gen = 0
+        self._pushes: dict[str, push.Cancel | None] = {}
+        view_kw: dict[str, Any] = {}
+        if clock is not None:
+            view_kw["clock"] = clock
+        if wall_clock is not None:
+            view_kw["wall_clock"] = wall_clock
+        self._view = MembershipView(
+            self._fetch,
+            max_staleness=max_staleness,
+            grace=service_down_time,
+            start_thread=background,
+            also_refresh=self._refresh_flags,
+            **view_kw,
+        )
+        self._refresh_flags()
+
+    @classmethod
+    def from_config(cls, conf: cfg.ConfigOpts, **kwargs: Any) -> ServiceGroup:
+        """Build from oslo.config ``[servicegroup]`` and ``[database]``."""
+        return cls.from_settings(sg_conf.Settings.from_config(conf), **kwargs)
+
+    @classmethod
+    def from_settings(cls, s: sg_conf.Settings, **kwargs: Any) -> ServiceGroup:
+        """Build from already validated :class:`~servicegroup.conf.Settings`."""
+        return cls(
+            driver=s.driver,
+            url=s.url,
+            records_url=s.records_url,
+            report_interval=s.report_interval,
+            service_down_time=s.service_down_time,
+            max_staleness=s.max_staleness,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"<ServiceGroup {backend.where(self.url)} records={self.records.url_redacted}>"
+
+    def __enter__(self) -> ServiceGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- members ---------------------------------------------------------
+
+    def join(
+        self,
+        host: str,
+        topic: str,
+        binary: str | None = None,
+        capabilities: Mapping[str, Any] | None = None,
+    ) -> Service:
+        """Record the service and make it a live member of *topic*.
+
+        The heartbeat thread starts with this call and beats at once. If the
+        backend refuses the join, a record created by this call is removed
+        again: a failed join leaves nothing behind.
+        """
+        host = names.check(host, "host")
+        topic = names.check(topic, "topic")
+        member = self._member(host)
+        member.coordinator()  # connect first: an unreachable backend writes nothing
+        existed = self.records.get(host, topic) is not None
+        record = self.records.upsert(host, topic, binary=binary)
+        caps = dict(capabilities or {})
+        if binary:
+            caps.setdefault("binary", binary)
+        try:
+            member.join(topic, caps)
+        except BaseException:
+            if not existed:
+                self.records.delete(host, topic)
+            raise
+        self._view.poke(topic)
+        return record.with_liveness(not record.forced_down, record.last_seen_up)
+
+    def leave(self, host: str, topic: str) -> None:
+        """Stop being a member of *topic*; the record stays (shown as down)."""
+        host = names.check(host, "host")
+        topic = names.check(topic, "topic")
+        member = self._members.get(host)
+        if member is not None:
+            member.leave(topic)
+        self._view.poke(topic)
+
+    def joined_hosts(self, topic: str) -> list[str]:
+        """Hosts this instance itself joined to *topic*."""
+        return sorted(h for h, m in self._members.items() if topic in m.topics)
+
+    def on_membership_event(self, callback: EventCallback) -> None:
+        """``callback(event, topic, host)`` on ``membership_lost`` / ``membership_restored``."""
+        self._event_callbacks.append(callback)
+
+    def heartbeat(self, host: str | None = None) -> None:
+        """Run one heartbeat cycle now (the thread does this on its own)."""
+        for h, member in list(self._members.items()):
+            if host is None or h == host:
+                member.beat()
+
+    # -- liveness --------------------------------------------------------
+
+    def is_up(self, svc: Service | None = None, *, topic: str | None = None,
+              host: str | None = None) -> bool:
+        """Whether a service is up. Cheap: answered from memory.
+
+        Never raises for an unknown service or an unreachable backend: both
+        are down. ``forced_down`` wins over everything.
+        """
+        forced = False
+        if svc is not None:
+            host, topic, forced = svc.host, svc.topic, bool(svc.forced_down)
+        if host is None or topic is None:
+            raise TypeError("is_up() needs a Service or both topic= and host=")
+        if forced or self._forced_down(host, topic):
+            return False
+        try:
+            members = self._view.members(topic)
+        except Exception as exc:  # is_up is called per request: it must not raise
+            LOG.error("membership view failed for %r: %s", topic, backend.describe(exc))
+            return False
+        return members is not None and host in members
+
+    def members(self, topic: str) -> dict[str, dict[str, Any]]:
+        """Live, not forced-down hosts of *topic* with their capabilities."""
+        view = self._view.members(topic) or {}
+        return {h: dict(c) for h, c in view.items() if not self._forced_down(h, topic)}
+
+    def get_all(self, topic: str) -> list[str]:
+        """Live hosts of *topic*, sorted (forced-down hosts excluded)."""
+        return sorted(self.members(topic))
+
+    def get_one(self, topic: str) -> str | None:
+        """One live host of *topic*, chosen at random, or None."""
+        hosts = self.get_all(topic)
+        return random.choice(hosts) if hosts else None
+
+    def get_updated_time(self, svc: Service | None = None, *, topic: str | None = None,
+                         host: str | None = None) -> datetime.datetime | None:
+        """When a heartbeat of the service was last seen (UTC), if ever.
+
+        From the membership view while the service is listed (resolution:
+        ``max_staleness``), otherwise the record's ``last_seen_up``.
+        """
+        record_seen = None
+        if svc is not None:
+            host, topic, record_seen = svc.host, svc.topic, svc.last_seen_up
+        if host is None or topic is None:
+            raise TypeError("get_updated_time() needs a Service or both topic= and host=")
+        members = self._view.members(topic) or {}
+        if host in members and self._scheme in _HEARTBEAT_TIME_SCHEMES and not self._view.failing(topic):
+            beat = self._backend_heartbeat_time(topic, host)
+            if beat is not None:
+                return beat
+        seen = self._view.last_seen(topic, host)
+        if seen is not None:
+            return datetime.datetime.fromtimestamp(seen, tz=datetime.timezone.utc)
+        if record_seen is None:
+            record = self.records.get(host, topic)
+            record_seen = record.last_seen_up if record else None
+        return record_seen
+
+    def _backend_heartbeat_time(self, topic: str, host: str) -> datetime.datetime | None:
+        """The heartbeat time the backend itself recorded, where it keeps one.
+
+        Our SQL backend stamps each beat with the database server's clock and
+        reports it as ``updated_at`` in ``get_member_info``; that is exact,
+        where the view only knows when it last saw the member listed. Only
+        there: tooz's ZooKeeper driver reports the member znode's mtime under
+        the same name, which is the join time, not the last heartbeat.
+        """
+        try:
+            info = self._reader_coordinator().get_member_info(topic.encode(), host.encode())
+            value = info.get(timeout=backend.CALL_TIMEOUT).get("updated_at")
+        except Exception:
+            return None
+        if isinstance(value, datetime.datetime):
+            return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        return None
+
+    def services(self, topic: str | None = None) -> list[Service]:
+        """Every service record, with ``up`` filled in from liveness."""
+        out = []
+        for svc in self.records.list(topic):
+            self._set_flags(svc)
+            out.append(svc.with_liveness(self.is_up(svc), self.get_updated_time(svc)))
+        return out
+
+    def watch(self, topic: str, on_join: WatchCallback | None = None,
+              on_leave: WatchCallback | None = None) -> Watch:
+        """Call ``on_join(topic, host)`` / ``on_leave(topic, host)`` on changes,
+        from a dispatcher thread (never the caller's)."""
+        topic = names.check(topic, "topic")
+        return self._view.watch(topic, on_join, on_leave)
+
+    def partitioner(self, group: str, **kwargs: Any) -> Partitioner:
+        """A consistent-hash :class:`~servicegroup.ring.Partitioner` over *group*."""
+        from servicegroup.ring import Partitioner
+
+        return Partitioner(self, group, **kwargs)
+
+    def expire(self, topic: str, host: str) -> None:
+        """Drop *host* from *topic* at once, everywhere, until it re-joins.
+
+        Locally it disappears from answers immediately; in the backend its
+        member entry is removed, so every other process stops seeing it too.
+        Its own heartbeat loop notices and re-joins it (with a new
+        incarnation) within two ``report_interval`` if it is alive (one if
+        its own view has not yet refreshed since the removal).
+        """
+        self._view.hide(topic, host)
+        member = self._members.get(host)
+        with backend.errors_translated(self.url):
+            # tooz removes only a coordinator's own member id, so a host this
+            # process did not join is removed by a short-lived coordinator
+            # with that id.
+            coord = member.coordinator() if member else backend.start(self._factory, self.url, host)
+            try:
+                coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
+            except (coordination.MemberNotJoined, coordination.GroupNotCreated):
+                pass
+            finally:
+                if member is None and self._scheme not in _STOP_DELETES_BEAT:
+                    _quiet_stop(coord)
+
+    def unexpire(self, topic: str, host: str) -> bool:
+        """Undo this process's local :meth:`expire` of *host* if the backend
+        still lists it unchanged (the backend removal failed); True if it is
+        an answer again. Never writes to the backend."""
+        return self._view.unhide(topic, host)
+
+    # -- operator actions ------------------------------------------------
+
+    def force_down(self, host: str, topic: str, down: bool = True) -> Service:
+        """Fence (or unfence) a service: ``is_up`` is False while set."""
+        svc = self.records.set_forced_down(names.check(host, "host"), names.check(topic, "topic"), down)
+        self._set_flags(svc)
+        return svc
+
+    def disable(self, host: str, topic: str, reason: str | None = None) -> Service:
+        """Mark a service not schedulable. Liveness is unchanged."""
+        return self.records.set_disabled(names.check(host, "host"), names.check(topic, "topic"), True, reason)
+
+    def enable(self, host: str, topic: str) -> Service:
+        return self.records.set_disabled(names.check(host, "host"), names.check(topic, "topic"), False, None)
+
+    def stop(self) -> None:
+        """Leave every topic, stop every thread, close every connection."""
+        self._stopped = True
+        self._check_fork()
+        for member in list(self._members.values()):
+            member.stop()
+        self._members.clear()
+        self._view.stop()
+        self._cancel_pushes()
+        with self._lock:
+            reader, self._reader = self._reader, None
+        if reader is not None and self._reader_pid == os.getpid():
+            _quiet_stop(reader)
+        self.records.dispose()
+
+    def _cancel_pushes(self) -> None:
+        with self._lock:
+            pushes, self._pushes = self._pushes, {}
+        for cancel in pushes.values():
+            if cancel is not None:
+                try:
+                    cancel()
+                except Exception:  # a dead subscription is already cancelled
+                    pass
+
+    # -- internals -------------------------------------------------------
+
+    def _member(self, host: str) -> Member:
+        self._check_fork()
+        with self._lock:
+            member = self._members.get(host)
+            if member is None:
+                member = Member(
+                    self.url,
+                    host,
+                    report_interval=self.settings.report_interval,
+                    factory=self._factory,
+                    on_event=self._dispatch_event,
+                    seen=self._seen_recently,
+                    background=self._background,
+                )
+                self._members[host] = member
+            return member
+
+    def _reader_coordinator(self) -> coordination.CoordinationDriver:
+        """A non-member coordinator for reads (one per process, fork-aware)."""
+        self._check_fork()
+        with self._lock:
+            if self._stopped:
+                # The refresher may still be mid-cycle: never reconnect after stop().
+                raise errors.ServiceGroupError("this ServiceGroup is stopped")
+            if self._reader is None:
+                reader_id = f"sg-observer.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+                self._reader = backend.start(self._factory, self.url, reader_id)
+            return self._reader
+
+    def _check_fork(self) -> None:
+        """In a forked child: drop the parent's reader, pushes and lock.
+
+        Checked before taking ``_lock``: a lock some parent thread held at
+        fork time (the refresher holds it while connecting) is held forever
+        in the child.
+        """
+        if self._reader_pid != os.getpid():
+            self._lock = threading.RLock()
+            self._reader, self._reader_pid = None, os.getpid()
+            self._pushes = {}
+
+    def _fetch(self, topic: str) -> dict[str, dict[str, Any]]:
+        try:
+            members = self._fetch_with(self._reader_coordinator(), topic)
+        except Exception:
+            if self._reader_failures.failed():  # see backend.FailureClock
+                with self._lock:
+                    broken, self._reader = self._reader, None
+                self._cancel_pushes()
+                backend.discard(broken)
+            raise
+        self._reader_failures.ok()
+        return members
+
+    def _fetch_with(self, coord: coordination.CoordinationDriver, topic: str) -> dict[str, dict[str, Any]]:
+        group = topic.encode()
+        if self._background and topic not in self._pushes and not self._stopped:
+            # ZooKeeper/etcd/Consul push changes: wake the view at once (push.py).
+            # Marked first, so a slow subscribe is attempted once, not by every reader.
+            self._pushes[topic] = None
+            self._pushes[topic] = push.subscribe(coord, self._scheme, topic, self._view.poke)
+        with backend.errors_translated(self.url):
+            try:
+                raw = coord.get_members_with_capabilities(group).get(timeout=backend.CALL_TIMEOUT)
+            except coordination.GroupNotCreated:
+                return {}  # nobody ever joined: an empty group, not an error
+            except NotImplementedError:
+                raw = {m: coord.get_member_capabilities(group, m).get(timeout=backend.CALL_TIMEOUT) for m in coord.get_members(group).get(timeout=backend.CALL_TIMEOUT)}
+        members: dict[str, dict[str, Any]] = {}
+        for member_id, caps in raw.items():
+            host = member_id.decode("utf-8", "replace") if isinstance(member_id, bytes) else str(member_id)
+            caps = caps if isinstance(caps, dict) else {}
+            if self._scheme in _ZK_SCHEMES and host == "leader" and INCARNATION not in caps:
+                continue  # tooz's ZooKeeper leader-election pseudo-member
+            members[host] = caps
+        return members
+
+    def _refresh_flags(self) -> None:
+        gen = self._flags_gen
+        try:
+            flags = self.records.flags(only_set=True)
+        except Exception as exc:
+            LOG.warning("service flags could not be read: %s", backend.describe(exc))
+            return
+        with self._flags_lock:
+            # A force_down() that landed while we read is newer than our read:
+            # keep it (the next refresh reads it from the database anyway).
+            if self._flags_gen == gen:
+                self._flags = flags
+
+    def _set_flags(self, svc: Service) -> None:
+        with self._flags_lock:
+            self._flags_gen += 1
+            self._flags[(svc.host, svc.topic)] = (svc.forced_down, svc.disabled)
+
+    def _forced_down(self, host: str, topic: str) -> bool:
+        flags = self._flags.get((host, topic))
+        return bool(flags and flags[0])
+
+    def _seen_recently(self, topic: str, host: str, incarnation: Any) -> bool:
+        snap = self._view.snapshot(topic)
+        age = self._view.age(topic)
+        if snap is None or age is None or age > self.settings.report_interval:
+            return False
+        caps = snap.members.get(host)
+        return caps is not None and caps.get(INCARNATION) == incarnation
+
+    def _dispatch_event(self, event: str, topic: str, host: str) -> None:
+        for cb in list(self._event_callbacks):
+            self._view.dispatcher.submit(cb, event, topic, host)
+
+
+def _quiet_stop(coord: coordination.CoordinationDriver) -> None:
+    """Stop a coordinator, bounded: a client stuck reconnecting must not
+    hang ``stop()`` (tooz's ZooKeeper stop waits forever then)."""
+    try:
+        backend.bounded(coord.stop, backend.CALL_TIMEOUT, "stop")
+    except Exception:
+        pass
+
+
+__all__ = ["ServiceGroup", "Service", "errors"]

@@ -1,0 +1,204 @@
+"""Starting tooz coordinators and translating their failures.
+
+Every coordinator the library opens goes through :func:`start`, so every
+backend fails the same way: a :class:`~servicegroup.errors.BackendUnavailable`
+naming the scheme, host and port, within a bounded time, with no password
+in the message (tooz and client libraries happily echo URLs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import contextlib
+from importlib import metadata
+import socket
+import threading
+import time
+import urllib.parse
+
+import tooz
+from oslo_utils import netutils
+from tooz import coordination
+
+from servicegroup import errors
+from servicegroup import urls
+
+CoordinatorFactory = Callable[[str, bytes], coordination.CoordinationDriver]
+
+#: How long a TCP reachability probe may take before start-up gives up.
+CONNECT_TIMEOUT = 5.0
+
+#: Bound on every backend call the library waits for. tooz's results wait
+#: forever by default: a kazoo client stuck reconnecting would hang the
+#: heartbeat thread silently, which is worse than a failure it can count.
+CALL_TIMEOUT = 5.0
+
+_FILE_SCHEMES = {"sql+sqlite", "file", "ipc"}
+
+
+def default_factory(url: str, member_id: bytes) -> coordination.CoordinationDriver:
+    """``tooz.coordination.get_coordinator``, except where tooz is ambiguous.
+
+    tooz before 9 (the only tooz on Python 3.10) ships its own ``consul``
+    driver, so the scheme has two entry points and stevedore refuses to
+    choose. Ours is the one with membership liveness: build it directly, with
+    the same URL parsing tooz uses.
+    """
+    scheme = url.partition("://")[0].lower()
+    ours = [ep for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE)
+            if ep.name == scheme and ep.value.startswith("servicegroup.")]
+    if ours and _registrations(scheme) > 1:
+        parsed = netutils.urlsplit(url)
+        options = urllib.parse.parse_qs(parsed.query)
+        driver: coordination.CoordinationDriver = ours[0].load()(member_id, parsed, options)
+        return driver
+    return coordination.get_coordinator(url, member_id)
+
+
+def _registrations(scheme: str) -> int:
+    return sum(1 for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE)
+               if ep.name == scheme)
+
+
+def where(url: str) -> str:
+    """``scheme host:port`` of *url*, safe to show (no credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme in _FILE_SCHEMES or not parts.hostname:
+        return f"{parts.scheme} backend {urls.redact(url)}"
+    return f"{parts.scheme} backend at {parts.hostname}:{port if port else '(default port)'}"
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, credential-free description of *exc*."""
+    text = str(exc) or type(exc).__name__
+    return urls.redact(text.splitlines()[0] if text else text)
+
+
+def probe_tcp(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail fast, naming host and port, when a network backend is not listening.
+
+    Client libraries differ wildly here (kazoo retries until its session
+    timeout, pymemcache connects lazily); one TCP connect gives every backend
+    the same bounded, clear failure.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in _FILE_SCHEMES or not parts.hostname:
+        return
+    try:
+        port = parts.port
+    except ValueError:
+        raise errors.InvalidURL(f"malformed port in URL {urls.redact(url)}") from None
+    if port is None:
+        return
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise errors.BackendUnavailable(
+            f"cannot reach {where(url)}: {exc.strerror or exc}"
+        ) from None
+
+
+@contextlib.contextmanager
+def errors_translated(url: str) -> Iterator[None]:
+    """Turn tooz connection failures into :class:`BackendUnavailable`."""
+    try:
+        yield
+    except errors.ServiceGroupError:
+        raise
+    except (coordination.ToozConnectionError, coordination.OperationTimedOut, OSError) as exc:
+        # OSError: socket errors some client libraries let through untranslated.
+        raise errors.BackendUnavailable(f"{where(url)}: {describe(exc)}") from None
+    except tooz.ToozError as exc:
+        # InvalidId & co. are already our typed errors (they subclass them).
+        raise errors.ServiceGroupError(f"{where(url)}: {describe(exc)}") from None
+
+
+def start(factory: CoordinatorFactory, url: str, member_id: str) -> coordination.CoordinationDriver:
+    """Build and start a coordinator for *member_id*, or raise a typed error."""
+    if factory is default_factory:
+        probe_tcp(url)
+    with errors_translated(url):
+        try:
+            coord = factory(url, member_id.encode("utf-8"))
+            coord.start(start_heart=False)
+        except (errors.ServiceGroupError, tooz.ToozError):
+            raise
+        except Exception as exc:  # client libraries raise anything at connect
+            raise errors.BackendUnavailable(f"cannot start {where(url)}: {describe(exc)}") from None
+    return coord
+
+
+class FailureClock:
+    """Says when a coordinator has failed long enough to be replaced.
+
+    Client libraries reconnect on their own, and usually that is enough. Not
+    always: a kazoo client whose ZooKeeper came back with its data wiped is
+    refused forever (it has seen a newer zxid than the server has), and
+    tooz's drivers never rebuild their client. After ``after`` seconds of
+    uninterrupted failure, a fresh coordinator is the cure.
+    """
+
+    def __init__(self, after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.after = after
+        self._clock = clock
+        self._since: float | None = None
+
+    def ok(self) -> None:
+        self._since = None
+
+    def failed(self) -> bool:
+        """Record a failure; True when failures have lasted ``after`` seconds."""
+        now = self._clock()
+        if self._since is None:
+            self._since = now
+            return False
+        if now - self._since >= self.after:
+            self._since = None
+            return True
+        return False
+
+
+def discard(coord: coordination.CoordinationDriver | None) -> None:
+    """Stop a broken coordinator without waiting on it (its stop may hang)."""
+    if coord is None:
+        return
+
+    def stop() -> None:
+        try:
+            coord.stop()
+        except Exception:
+            pass
+
+    threading.Thread(target=stop, name="servicegroup-discard", daemon=True).start()
+
+
+def bounded(fn: Callable[[], object], timeout: float, what: str) -> None:
+    """Run *fn* but give up waiting after *timeout* seconds.
+
+    For the calls tooz offers no timeout on: its ZooKeeper ``heartbeat()`` is
+    a plain kazoo ``get`` that waits forever while the client reconnects.
+    A call that overruns keeps its thread until the coordinator is discarded
+    (which makes kazoo fail it), but the caller carries on and counts a
+    failure.
+    """
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            fn()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call, name=f"servicegroup-{what}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise coordination.OperationTimedOut(f"{what} did not answer within {timeout:g}s")
+    if outcome[0] is not None:
+        raise outcome[0]

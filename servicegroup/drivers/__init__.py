@@ -1,0 +1,195 @@
+"""Liveness drivers: from a driver name to a tooz backend URL.
+
+Every liveness backend is a tooz coordination driver, found through the
+``tooz.backends`` entry points. tooz ships ZooKeeper, memcached, Redis and
+etcd; this package adds two of its own, registered the same way:
+
+- :mod:`servicegroup.drivers.sql` - group membership in SQL
+  (schemes ``sql+sqlite``, ``sql+postgresql``, ``sql+mysql``);
+- :mod:`servicegroup.drivers.consul` - group membership in Consul
+  (schemes ``consul``, ``consul+https``).
+
+This module only *resolves* what the operator wrote (``driver = zk``,
+``url = ...``) into one tooz URL, refusing contradictions and unknown
+options before anything connects.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+import math
+import urllib.parse
+
+from servicegroup import errors
+from servicegroup import urls
+
+#: Alias -> default URL (``db`` defaults to the records database).
+DEFAULT_URLS: dict[str, str | None] = {
+    "db": None,
+    "zk": "zookeeper://127.0.0.1:2181",
+    "mc": "memcached://127.0.0.1:11211",
+    "redis": "redis://127.0.0.1:6379",
+    "etcd": "etcd3+http://127.0.0.1:2379",
+    "consul": "consul://127.0.0.1:8500",
+}
+
+#: Alias -> the URL schemes that may implement it.
+ALIAS_SCHEMES: dict[str, frozenset[str]] = {
+    "db": frozenset({"sql+sqlite", "sql+postgresql", "sql+mysql"}),
+    "zk": frozenset({"zookeeper", "kazoo"}),
+    "mc": frozenset({"memcached"}),
+    "redis": frozenset({"redis"}),
+    "etcd": frozenset({"etcd3+http", "etcd3+https"}),
+    "consul": frozenset({"consul", "consul+https"}),
+}
+
+#: Name of the URL option that sets the membership TTL, per scheme. The
+#: facade sets it to ``service_down_time`` unless the URL already has it, so
+#: that a dead member leaves the group when nova would call it down.
+TTL_OPTION: dict[str, str] = {
+    "zookeeper": "timeout",
+    "kazoo": "timeout",
+    "memcached": "timeout",
+    "redis": "timeout",
+    "etcd3+http": "timeout",
+    "etcd3+https": "timeout",
+    "sql+sqlite": "timeout",
+    "sql+postgresql": "timeout",
+    "sql+mysql": "timeout",
+    "consul": "ttl",
+    "consul+https": "ttl",
+}
+
+_TIMEOUTS = {"timeout", "membership_timeout", "lock_timeout", "leader_timeout"}
+_EXECUTOR = {"executor", "max_workers"}
+
+#: Options tooz's own drivers read from their URL (tooz 9.1). Our drivers
+#: declare theirs as ``URL_OPTIONS`` on the driver class.
+TOOZ_URL_OPTIONS: dict[str, frozenset[str]] = {
+    "zookeeper": frozenset(
+        {"timeout", "namespace", "hosts", "ca", "certfile", "keyfile",
+         "keyfile_password", "connection_retry", "command_retry",
+         "randomize_hosts", "use_ssl", "verify_certs", "handler"}
+    ),
+    "memcached": frozenset(
+        _TIMEOUTS | _EXECUTOR
+        | {"max_pool_size", "ssl", "ssl_ca_cert", "ssl_certfile",
+           "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname"}
+    ),
+    "redis": frozenset(
+        _TIMEOUTS | _EXECUTOR
+        | {"db", "encoding", "retry_on_timeout", "socket_keepalive",
+           "socket_timeout", "socket_connect_timeout", "health_check_interval",
+           "ssl", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "sentinel",
+           "sentinel_fallback", "sentinel_username", "sentinel_password",
+           "sentinel_ssl", "namespace", "username", "password"}
+    ),
+    "etcd3+http": frozenset(
+        _TIMEOUTS | _EXECUTOR | {"ca_cert", "cert_key", "cert_cert", "api_version"}
+    ),
+}
+TOOZ_URL_OPTIONS["kazoo"] = TOOZ_URL_OPTIONS["zookeeper"]
+TOOZ_URL_OPTIONS["etcd3+https"] = TOOZ_URL_OPTIONS["etcd3+http"]
+
+
+def registered_schemes() -> set[str]:
+    """Every scheme some installed package registered under ``tooz.backends``."""
+    return {ep.name for ep in metadata.entry_points(group="tooz.backends")}
+
+
+def records_to_sql_url(records_url: str) -> str:
+    """``sqlite:///x.db`` -> ``sql+sqlite:///x.db`` (DBAPI suffix dropped).
+
+    The SQL liveness backend picks its own DBAPI per dialect, so
+    ``postgresql+psycopg2://`` and ``mysql+pymysql://`` map to the plain
+    dialect schemes it registers.
+    """
+    scheme, sep, rest = records_url.partition("://")
+    if not sep:
+        raise errors.InvalidURL(f"malformed records URL {urls.redact(records_url)}")
+    dialect = scheme.split("+", 1)[0].lower()
+    if dialect == "mariadb":
+        dialect = "mysql"
+    if dialect not in ("sqlite", "postgresql", "mysql"):
+        raise errors.InvalidURL(
+            f"records database dialect {dialect!r} has no SQL liveness backend "
+            f"(sqlite, postgresql and mysql do); set [servicegroup] url"
+        )
+    return f"sql+{dialect}://{rest}"
+
+
+def _scheme(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        raise errors.InvalidURL(f"malformed backend URL {urls.redact(url)}: no scheme")
+    return scheme.lower()
+
+
+def allowed_options(scheme: str) -> frozenset[str] | None:
+    """The URL options a scheme understands, or ``None`` when unknown to us
+    (a third-party tooz backend: its options are its own business)."""
+    if scheme in TOOZ_URL_OPTIONS:
+        return TOOZ_URL_OPTIONS[scheme]
+    for ep in metadata.entry_points(group="tooz.backends"):
+        if ep.name == scheme and ep.value.startswith("servicegroup."):
+            return frozenset(getattr(ep.load(), "URL_OPTIONS", ()))
+    return None
+
+
+def with_option(url: str, name: str, value: str) -> str:
+    """Add ``name=value`` to the query of *url* unless it is already set."""
+    if name in urls.query_options(url):
+        return url
+    # String surgery, not urlunsplit: that collapses sqlite:////abs/path to
+    # sqlite://abs/path, turning an absolute path into a host name.
+    base, hash_, fragment = url.partition("#")
+    extra = urllib.parse.urlencode({name: value})
+    joined = f"{base}&{extra}" if "?" in base else f"{base}?{extra}"
+    return joined + hash_ + fragment
+
+
+def resolve(
+    driver: str,
+    url: str | None,
+    records_url: str,
+    ttl: float | None = None,
+) -> str:
+    """Turn ``(driver, url)`` into the tooz URL to connect to.
+
+    *driver* is an alias from :data:`DEFAULT_URLS` or a tooz URL itself.
+    *url*, when given, overrides the alias default but must be of a scheme
+    that implements the alias (``driver=zk, url=memcached://...`` is a
+    contradiction, refused). *ttl* (``service_down_time``) becomes the
+    backend's membership TTL option unless the URL sets one.
+    """
+    if not driver:
+        raise errors.UnknownDriver("", list(DEFAULT_URLS))
+    if "://" in driver:
+        if url and url != driver:
+            raise errors.ConfigError(
+                f"driver is a URL ({urls.redact(driver)}) and url is another "
+                f"({urls.redact(url)}): set only one"
+            )
+        target = driver
+    elif driver in DEFAULT_URLS:
+        target = url or DEFAULT_URLS[driver] or records_to_sql_url(records_url)
+        scheme = _scheme(target)
+        if scheme not in ALIAS_SCHEMES[driver]:
+            raise errors.ConfigError(
+                f"driver {driver!r} contradicts url {urls.redact(target)}: a "
+                f"{driver!r} URL starts with "
+                f"{' or '.join(s + '://' for s in sorted(ALIAS_SCHEMES[driver]))}"
+            )
+    else:
+        raise errors.UnknownDriver(driver, list(DEFAULT_URLS))
+
+    scheme = _scheme(target)
+    if scheme not in registered_schemes():
+        raise errors.UnknownDriver(scheme + "://", list(DEFAULT_URLS))
+    urls.host_port(target)  # refuses a malformed port, redacted
+    allowed = allowed_options(scheme)
+    if allowed is not None:
+        urls.check_options(target, allowed, scheme)
+    if ttl is not None and scheme in TTL_OPTION:
+        target = with_option(target, TTL_OPTION[scheme], str(math.ceil(ttl)))
+    return target

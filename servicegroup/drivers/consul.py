@@ -1,0 +1,412 @@
+"""tooz group membership with liveness in Consul (schemes ``consul``, ``consul+https``).
+
+tooz removed its Consul driver in 9.0, and it never gave members liveness.
+This one has two modes (seed 000):
+
+**registered** (default) - the library writes members. One Consul session
+per coordinator (TTL, ``Behavior=delete``, ``LockDelay=0``); a member is the
+key ``<namespace>/<group>/members/<member>`` acquired with that session, its
+value holding the capabilities, so it vanishes when the session dies. A
+heartbeat is one session renewal. When Consul answers a renewal with 404
+(the session expired), a new session is created and every joined group is
+re-joined; :attr:`ConsulDriver.session_lost_count` counts those events and
+the callbacks in :attr:`ConsulDriver.on_session_lost` are told which groups
+were re-joined. ``get_members`` is one recursive GET. Locks and leader
+election are keys acquired with the session (:mod:`.consul_lock`).
+
+**catalog** (``mode=catalog``) - operators register services with Consul
+and Consul's checks decide liveness; a group is a service name and its
+members are the instances whose checks all pass (:mod:`.consul_catalog`).
+Writes raise :class:`CatalogReadOnly`.
+
+``ttl`` is the promise "a member whose process died is gone within ``ttl``
+seconds". Consul may keep a session up to twice its TTL, so the session TTL
+is ``ttl / 2`` and the agent must accept it (``session_ttl_min``, 10 s by
+default: ``ttl`` >= 20 on a stock agent). ``timeout`` is tooz's name for it.
+
+URL options (:attr:`ConsulDriver.URL_OPTIONS`): ``ttl``/``timeout``
+(default 30), ``token`` (ACL token, sent as ``X-Consul-Token``, never
+logged), ``namespace`` (key prefix, default ``servicegroup``), ``mode``
+(``registered``|``catalog``), ``catalog_member`` (``id``|``node``: what names
+a member in catalog mode), ``ca_file``/``cert_file``/``key_file``/``verify``
+(TLS with ``consul+https``), ``connect_timeout`` (seconds, default 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import concurrent.futures
+import logging
+import threading
+from typing import Any
+
+import tooz
+from tooz import coordination
+
+from servicegroup import urls
+from servicegroup.drivers import _base
+from servicegroup.drivers import consul_catalog
+from servicegroup.drivers.consul_api import CatalogReadOnly, ConsulAPI
+from servicegroup.drivers.consul_api import (  # the typed errors, re-exported
+    CatalogNotJoined, ConsulAccessDenied, ConsulServerError, ConsulUnreachable, SessionTTLOutOfRange,
+)
+from servicegroup.drivers.consul_kv import KVGroups, enc
+from servicegroup.drivers.consul_lock import ConsulLock
+
+__all__ = [
+    "CatalogNotJoined", "CatalogReadOnly", "ConsulAccessDenied", "ConsulDriver", "ConsulServerError",
+    "ConsulUnreachable", "SessionTTLOutOfRange",
+]
+
+LOG = logging.getLogger(__name__)
+Capabilities = _base.Capabilities
+
+
+def _opt(options: dict[str, Any], name: str) -> str | None:
+    raw = options.get(name)
+    if isinstance(raw, list):
+        raw = raw[-1] if raw else None
+    return None if raw is None else str(raw)
+
+
+class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
+    """The tooz driver (see module docstring). Answers synchronously."""
+
+    URL_OPTIONS: frozenset[str] = frozenset({
+        "ttl", "timeout", "token", "namespace", "mode", "catalog_member",
+        "ca_file", "cert_file", "key_file", "verify", "connect_timeout",
+    })
+    DEFAULT_TTL = 30.0
+    CHARACTERISTICS = (
+        coordination.Characteristics.DISTRIBUTED_ACROSS_THREADS,
+        coordination.Characteristics.DISTRIBUTED_ACROSS_PROCESSES,
+        coordination.Characteristics.DISTRIBUTED_ACROSS_HOSTS,
+        coordination.Characteristics.LINEARIZABLE,
+        coordination.Characteristics.SEQUENTIAL,
+    )
+
+    def __init__(self, member_id: bytes, parsed_url: Any, options: dict[str, Any]) -> None:
+        super().__init__(member_id, parsed_url, options)
+        unknown = sorted(set(options) - self.URL_OPTIONS)
+        if unknown:
+            raise _base.InvalidOption(
+                f"unknown option(s) {', '.join(unknown)} for the Consul backend; "
+                f"known: {', '.join(sorted(self.URL_OPTIONS))}")
+        self._member_raw = _base.to_id(member_id)
+        self.member_label = self._member_raw.decode("utf-8")
+        self.ttl = self._parse_ttl(options)
+        self.session_ttl = self.ttl / 2.0
+        self.mode = (_opt(options, "mode") or "registered").lower()
+        if self.mode not in ("registered", "catalog"):
+            raise _base.InvalidOption(f"option mode={self.mode!r}: use registered or catalog")
+        self.namespace = (_opt(options, "namespace") or "servicegroup").strip("/")
+        if not self.namespace:
+            raise _base.InvalidOption("option namespace must not be empty")
+        host = parsed_url.hostname or "127.0.0.1"
+        try:
+            port = parsed_url.port or 8500
+        except ValueError:
+            raise _base.InvalidOption("malformed port in Consul URL") from None
+        scheme = "https" if parsed_url.scheme.endswith("+https") else "http"
+        verify: bool | str = (_opt(options, "verify") or "true").lower() not in ("0", "false", "no")
+        if _opt(options, "ca_file"):
+            verify = str(_opt(options, "ca_file"))
+        cert_file, key_file = _opt(options, "cert_file"), _opt(options, "key_file")
+        cert = (cert_file, key_file) if cert_file and key_file else cert_file
+        self._api = ConsulAPI(
+            host, port, scheme, token=_opt(options, "token"), verify=verify, cert=cert,
+            connect_timeout=_base.parse_float_option(options, "connect_timeout", 5.0, minimum=0.1),
+        )
+        self.where = self._api.where
+        self._session: str | None = None
+        self._session_mutex = threading.RLock()
+        self._locks_mutex = threading.RLock()
+        self._held_locks: dict[bytes, ConsulLock] = {}
+        self._capabilities: dict[bytes, Capabilities | None] = {}
+        self._leading: set[bytes] = set()
+        self._indexes: dict[bytes, str] = {}
+        #: How many times the session was found expired and replaced.
+        self.session_lost_count = 0
+        #: Called with the set of groups re-joined after a lost session.
+        self.on_session_lost: list[Callable[[set[bytes]], None]] = []
+        self._groups: KVGroups | consul_catalog.CatalogGroups
+        if self.mode == "catalog":
+            self._groups = consul_catalog.CatalogGroups(
+                self._api, _opt(options, "catalog_member") or "id", self._member_raw)
+        else:
+            self._groups = KVGroups(self)
+
+    @staticmethod
+    def _parse_ttl(options: dict[str, Any]) -> float:
+        ttl, timeout = _opt(options, "ttl"), _opt(options, "timeout")
+        if ttl is not None and timeout is not None and float(ttl) != float(timeout):
+            raise _base.InvalidOption(
+                f"options ttl={ttl} and timeout={timeout} are one setting (timeout is tooz's "
+                "name for ttl); set only one (servicegroup adds ttl=<service_down_time> "
+                "when the URL has none)")
+        name = "ttl" if ttl is not None else "timeout"
+        value = _base.parse_float_option(options, name, ConsulDriver.DEFAULT_TTL, minimum=0.001)
+        if value > 2 * 86400:
+            raise _base.InvalidOption(f"option {name}={value:g} is above 48h (2 x Consul's 24h session TTL cap)")
+        return value
+
+    def __repr__(self) -> str:
+        return f"<ConsulDriver {self.mode} {urls.redact(self.where)} ns={self.namespace}>"
+
+    # -- session ----------------------------------------------------------
+
+    def _new_session(self) -> str:
+        return self._api.session_create(
+            self.session_ttl, f"servicegroup:{self.member_label}",
+            f"ttl={self.ttl:g}s (a {self.session_ttl:g}s session TTL: Consul may keep a "
+            f"session up to 2x its TTL, so the session TTL is ttl/2)")
+
+    def _ensure_session(self) -> str:
+        with self._session_mutex:
+            if self._session is None:
+                self._session = self._new_session()
+            return self._session
+
+    def _start(self) -> None:
+        if self.mode == "catalog":
+            self._groups.probe()  # type: ignore[union-attr]
+        else:
+            self._ensure_session()
+        self._capabilities.clear()
+        self._leading.clear()
+
+    def _stop(self) -> None:
+        with self._session_mutex:
+            sid, self._session = self._session, None
+        with self._locks_mutex:
+            self._held_locks.clear()
+        self._leading.clear()
+        if sid is not None:
+            try:
+                self._api.session_destroy(sid)  # deletes our keys at once
+            except tooz.ToozError as exc:
+                LOG.warning("could not destroy Consul session on %s (it expires by TTL): %s",
+                            self.where, exc)
+
+    def heartbeat(self) -> float:
+        """Renew the session (one PUT); replace it and re-join if Consul lost
+        it. Returns the seconds until the next beat: a third of the session
+        TTL, so several renewals fit in the TTL."""
+        with self._session_mutex:
+            sid = self._session
+            if sid is None and self.mode == "catalog":
+                return self.session_ttl / 3.0
+            if sid is not None and self._api.session_renew(sid):
+                return self.session_ttl / 3.0
+            self._recover_session()
+        return self.session_ttl / 3.0
+
+    def _recover_session(self) -> None:
+        LOG.warning("Consul session of %s on %s was lost (expired); creating a new one "
+                    "and re-joining %d group(s)", self.member_label, self.where,
+                    len(self._joined_groups))
+        with self._locks_mutex:
+            self._held_locks.clear()  # they died with the session
+        self._leading.clear()
+        self._session = self._new_session()
+        self.session_lost_count += 1
+        rejoined: set[bytes] = set()
+        for group in sorted(self._joined_groups):
+            try:
+                self._groups.join(group, self._capabilities.get(group))  # type: ignore[union-attr]
+                rejoined.add(group)
+            except tooz.ToozError as exc:
+                LOG.warning("re-joining %r after a lost Consul session failed: %s", group, exc)
+                self._joined_groups.discard(group)
+        for cb in list(self.on_session_lost):
+            try:
+                cb(rejoined)
+            except Exception:  # a listener's bug must not stop heart-beating
+                LOG.exception("on_session_lost callback failed")
+
+    # -- groups (tooz API) ------------------------------------------------
+
+    def create_group(self, group_id: bytes) -> _base.SyncResult[None]:
+        return _base.SyncResult.of(lambda: self._groups.create(_base.to_id(group_id, "group id")))
+
+    def delete_group(self, group_id: bytes) -> _base.SyncResult[None]:
+        return _base.SyncResult.of(lambda: self._groups.delete(_base.to_id(group_id, "group id")))
+
+    def get_groups(self) -> _base.SyncResult[list[bytes]]:
+        return _base.SyncResult.of(self._groups.groups)
+
+    def join_group(self, group_id: bytes, capabilities: Capabilities | None = None
+                   ) -> _base.SyncResult[None]:
+        def join() -> None:
+            gid = _base.to_id(group_id, "group id")
+            if gid in self._joined_groups:
+                raise coordination.MemberAlreadyExist(gid, self._member_raw)
+            self._groups.join(gid, capabilities)  # type: ignore[union-attr]
+            self._capabilities[gid] = capabilities
+            self._joined_groups.add(gid)
+        return _base.SyncResult.of(join)
+
+    def join_group_create(self, group_id: bytes, capabilities: Capabilities | None = None) -> None:
+        """tooz's version sleeps a retry interval (about 1 s) after creating
+        the group; our calls are synchronous, so join again at once."""
+        for _ in range(5):
+            try:
+                self.join_group(group_id, capabilities).get()
+                return
+            except coordination.GroupNotCreated:
+                try:
+                    self.create_group(group_id).get()
+                except coordination.GroupAlreadyExist:
+                    pass
+        self.join_group(group_id, capabilities).get()  # deleted under us 5 times: say so
+
+    def leave_group(self, group_id: bytes) -> _base.SyncResult[None]:
+        def leave() -> None:
+            gid = _base.to_id(group_id, "group id")
+            try:
+                self._groups.leave(gid)  # type: ignore[union-attr]
+            finally:
+                self._joined_groups.discard(gid)
+                self._capabilities.pop(gid, None)
+        return _base.SyncResult.of(leave)
+
+    def get_members(self, group_id: bytes) -> _base.SyncResult[set[bytes]]:
+        return _base.SyncResult.of(lambda: set(self._members(group_id)))
+
+    def get_members_with_capabilities(self, group_id: bytes
+                                      ) -> _base.SyncResult[dict[bytes, Capabilities | None]]:
+        return _base.SyncResult.of(
+            lambda: {m: info["capabilities"] for m, info in self._members(group_id).items()})
+
+    def get_member_capabilities(self, group_id: bytes, member_id: bytes
+                                ) -> _base.SyncResult[Capabilities | None]:
+        return _base.SyncResult.of(lambda: self._member(group_id, member_id)["capabilities"])
+
+    def get_member_info(self, group_id: bytes, member_id: bytes) -> _base.SyncResult[dict[str, Any]]:
+        return _base.SyncResult.of(lambda: self._member(group_id, member_id))
+
+    def update_capabilities(self, group_id: bytes, capabilities: Capabilities
+                            ) -> _base.SyncResult[None]:
+        def update() -> None:
+            gid = _base.to_id(group_id, "group id")
+            self._groups.update(gid, capabilities)  # type: ignore[union-attr]
+            self._capabilities[gid] = capabilities
+        return _base.SyncResult.of(update)
+
+    def _members(self, group_id: bytes) -> dict[bytes, dict[str, Any]]:
+        gid = _base.to_id(group_id, "group id")
+        index, members = self._groups.members(gid)
+        self._indexes[gid] = index
+        return members
+
+    def _member(self, group_id: bytes, member_id: bytes) -> dict[str, Any]:
+        gid = _base.to_id(group_id, "group id")
+        mid = _base.to_id(member_id)
+        return self._groups.member(gid, mid)
+
+    # -- watching -----------------------------------------------------------
+
+    def run_watchers(self, timeout: float | None = None) -> list[Any]:
+        """Fire join/leave hooks for changes since the last call.
+
+        With no *timeout* this is one read per watched group, like every
+        tooz driver. With a *timeout*, when nothing changed yet, it waits for
+        a change with Consul blocking queries (``?index=``) - no polling -
+        and returns as soon as there are events or after *timeout*.
+        """
+        result = super().run_watchers()
+        watched = set(self._hooks_join_group) | set(self._hooks_leave_group)
+        if not result and timeout and watched and self.wait_for_change(watched, timeout):
+            result = super().run_watchers()
+        self.run_elect_coordinator()
+        return result
+
+    def wait_for_change(self, group_ids: set[bytes], timeout: float) -> bool:
+        """Block (Consul blocking queries) until a member of one of
+        *group_ids* changes since this driver last read it, or *timeout*
+        seconds pass. Returns True when something changed."""
+        groups = sorted(_base.to_id(g, "group id") for g in group_ids)
+        for gid in groups:
+            if gid not in self._indexes:
+                return True  # never read: the caller has to read anyway
+        wait = f"{max(timeout, 0.001):.3f}s"
+
+        def block(gid: bytes) -> bool:
+            return self._groups.block(gid, self._indexes[gid], wait) != self._indexes[gid]
+        if len(groups) == 1:
+            return block(groups[0])
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(groups))
+        try:
+            pending = {pool.submit(block, g) for g in groups}
+            while pending:
+                done, pending = concurrent.futures.wait(
+                    pending, timeout=timeout + 1, return_when=concurrent.futures.FIRST_COMPLETED)
+                if not done or any(f.result() for f in done):
+                    return bool(done)
+            return False
+        finally:
+            pool.shutdown(wait=False)  # the others end on their own wait
+
+    def subscribe(self, group_id: bytes, poke: Callable[[], None],
+                  wait: float = 30.0) -> Callable[[], None]:
+        """Call *poke* (from a daemon thread) whenever *group_id*'s members
+        may have changed, using one long blocking query at a time; returns a
+        function that stops it (the thread ends with its current query).
+
+        This is the push hook for :mod:`servicegroup.push`: Consul tells us
+        about changes, nobody polls.
+        """
+        gid = _base.to_id(group_id, "group id")
+        stop = threading.Event()
+
+        def loop() -> None:
+            index: str | None = None
+            while not stop.is_set():
+                try:
+                    new = self._groups.block(gid, index, f"{wait:g}s")
+                except tooz.ToozError as exc:
+                    LOG.info("Consul watch of %r on %s failed (%s); retrying", gid, self.where, exc)
+                    stop.wait(1.0)
+                    continue
+                if index is not None and new != index and not stop.is_set():
+                    try:
+                        poke()
+                    except Exception:  # a listener's bug must not end the watch
+                        LOG.exception("Consul watch callback failed")
+                index = new
+
+        threading.Thread(target=loop, name=f"consul-watch-{gid!r}", daemon=True).start()
+        return stop.set
+
+    # -- leader election ------------------------------------------------------
+
+    def watch_elected_as_leader(self, group_id: bytes, callback: Any) -> None:
+        if self.mode == "catalog":
+            raise CatalogReadOnly("leader election writes to Consul: not available in catalog mode")
+        super().watch_elected_as_leader(group_id, callback)
+
+    def run_elect_coordinator(self) -> None:
+        """Try to take the leader key of every group we run for; hooks fire
+        once per election won (tooz's contract), not on every call."""
+        for gid, hooks in list(self._hooks_elected_leader.items()):
+            if gid in self._leading:
+                continue
+            if self._groups.try_lead(gid):  # type: ignore[union-attr]
+                self._leading.add(gid)
+                hooks.run(coordination.LeaderElected(gid, self._member_raw))
+
+    def stand_down_group_leader(self, group_id: bytes) -> bool:
+        gid = _base.to_id(group_id, "group id")
+        self._leading.discard(gid)
+        if self.mode == "catalog":
+            return False
+        return self._groups.stand_down(gid)  # type: ignore[union-attr]
+
+    def get_leader(self, group_id: bytes) -> _base.SyncResult[bytes | None]:  # type: ignore[override]
+        return _base.SyncResult.of(lambda: self._groups.leader(_base.to_id(group_id, "group id")))
+
+    # -- locks ------------------------------------------------------------------
+
+    def get_lock(self, name: bytes) -> ConsulLock:
+        raw = _base.to_id(name, "lock name")
+        return ConsulLock(self, raw, f"{self.namespace}/!locks/{enc(raw)}")

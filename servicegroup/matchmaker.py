@@ -1,0 +1,230 @@
+"""Topic -> live hosts, for ZeroMQ-style peer-to-peer messaging.
+
+A :class:`MatchMaker` answers the three lookups a zmq driver makes before
+it sends (oslo's matchmaker keys), from the facade's cached membership view
+(:meth:`ServiceGroup.members`): no backend round trip per lookup, and a
+host's death is seen within the service's detection bound
+(``service_down_time`` + ``max_staleness``).
+
+Lookups:
+
+- ``get_hosts(topic)``: fanout, every live host of *topic*, sorted;
+- ``get_host(topic)``: one live host, rotating (round robin) over the live
+  hosts; ``get_host(topic, key=k)``: consistent-hashed on *k* through
+  :class:`servicegroup.ring.HashRing` (weights from the ``weight``
+  capability via :func:`servicegroup.ring.capability_weight`; 0 drains a
+  host: still in fanout, owns no key), so the same key keeps going to the
+  same host while that host lives, and when it dies only its keys move;
+- direct ``topic.host`` (the old matchmaker's key form), for both calls.
+
+Which form a name is (topics may contain dots, hosts should not): a name
+is read as **direct** when it is not a known topic (registered through this
+MatchMaker, or answered as a topic by it before) and the part after its
+LAST dot is a live member of the topic named by the part before it. It then
+answers ``[host]``. Anything else is a topic lookup of the whole name. So a
+direct lookup answers only while the host lives; once it is dead the whole
+name is looked up as a topic and is (normally) empty: ``NoLiveHosts``.
+Host names containing a dot cannot be addressed in the direct form; use
+``get_hosts(topic)`` and pick, or name hosts without dots (the zmq example
+names hosts ``srv-1`` and puts the endpoint in the capabilities).
+
+An empty answer is never a silent fallback (the old matchmakers answered
+``localhost``): it raises :class:`~servicegroup.errors.NoLiveHosts` naming
+the name asked for. ``wait=seconds`` waits (bounded) for a first host, woken
+by the view's watch events rather than by polling.
+
+Acks and nacks, from the sending side:
+
+- ``expire(topic, host)`` (nack: a send failed or timed out) drops the host
+  from every answer at once, in this process and in the backend, through
+  :meth:`ServiceGroup.expire`; if the host's service is alive, its own
+  heartbeat re-joins it with a new incarnation within one
+  ``report_interval`` and it is an answer again.
+- ``ack_alive(topic, host)`` (a send succeeded) cannot honestly do more
+  than the sender knows: that the host answered once. It never lists a host
+  the backend does not list (that would resurrect a service whose heartbeat
+  is wedged, or one an operator fenced), and it never writes another
+  process's heartbeat. What it does: if this MatchMaker's nack could not
+  reach the backend (outage) so the host is hidden here only, and the
+  backend still lists it with the same incarnation, the nack was wrong and
+  the host is an answer again. It returns whether the host is an answer now.
+
+Works on every liveness backend: it only calls the facade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import itertools
+import logging
+import threading
+import time
+from typing import Any
+
+from servicegroup import errors
+from servicegroup import names
+
+LOG = logging.getLogger(__name__)
+
+
+class MatchMaker:
+    """Topic lookups over a :class:`~servicegroup.api.ServiceGroup`."""
+
+    def __init__(self, sg: Any) -> None:
+        self._sg = sg
+        self._lock = threading.Lock()
+        self._known: set[str] = set()
+        self._rotation: dict[str, itertools.count] = {}
+        self._rings: dict[str, tuple[frozenset[tuple[str, float]], Any]] = {}
+        self._local_only_nacks: set[tuple[str, str]] = set()
+        self._warned: set[tuple[str, str]] = set()
+
+    # -- membership --------------------------------------------------------
+
+    def register(self, topic: str, host: str, capabilities: Mapping[str, Any] | None = None) -> None:
+        """Make *host* a live member of *topic*, kept alive by its heartbeat."""
+        topic = names.check(topic, "topic")
+        self._sg.join(host, topic, capabilities=capabilities)
+        with self._lock:
+            self._known.add(topic)
+
+    def unregister(self, topic: str, host: str) -> None:
+        """Stop being a member of *topic* (others stop seeing it at their next refresh)."""
+        self._sg.leave(host, topic)
+
+    # -- lookups -----------------------------------------------------------
+
+    def get_hosts(self, topic: str, wait: float | None = None) -> list[str]:
+        """Every live host of *topic* (fanout), or ``[host]`` for ``topic.host``.
+
+        Raises :class:`~servicegroup.errors.NoLiveHosts` when empty, after
+        waiting up to *wait* seconds for a first host.
+        """
+        return self._answer(topic, wait, lambda name, members: sorted(members))
+
+    def get_host(self, topic: str, key: Any = None, wait: float | None = None) -> str:
+        """One live host of *topic*: ``ring.owner(key)`` when *key* is given,
+        the next in rotation otherwise; the host itself for ``topic.host``."""
+
+        def pick(name: str, members: Mapping[str, Any]) -> str:
+            hosts = sorted(members)
+            if len(hosts) == 1:
+                return hosts[0]
+            if key is not None:
+                return self._ring(name, members).owner(key if isinstance(key, (str, bytes)) else str(key))
+            with self._lock:
+                counter = self._rotation.setdefault(name, itertools.count())
+                return hosts[next(counter) % len(hosts)]
+
+        return self._answer(topic, wait, pick)
+
+    def capabilities(self, topic: str, host: str) -> dict[str, Any]:
+        """The capabilities *host* registered in *topic* (e.g. its endpoint);
+        ``NoLiveHosts`` if it is not live."""
+        caps = self._sg.members(topic).get(host)
+        if caps is None:
+            raise errors.NoLiveHosts(f"{topic}.{host}")
+        return caps
+
+    # -- acks and nacks ----------------------------------------------------
+
+    def ack_alive(self, topic: str, host: str) -> bool:
+        """A send to *host* succeeded: lift this MatchMaker's nack if it never
+        reached the backend and the backend still lists the host unchanged.
+        Returns whether *host* is an answer now (see module docstring)."""
+        with self._lock:
+            local_only = (topic, host) in self._local_only_nacks
+        if local_only and self._sg.unexpire(topic, host):
+            with self._lock:
+                self._local_only_nacks.discard((topic, host))
+            LOG.info("%s answered after a nack that never reached the backend: listed again in %r",
+                     host, topic)
+        return host in self._sg.members(topic)
+
+    def expire(self, topic: str, host: str) -> bool:
+        """A send to *host* failed: drop it from answers at once, everywhere,
+        until its own heartbeat re-joins it. Returns False (and logs) if only
+        the local part was done because the backend could not be reached."""
+        try:
+            self._sg.expire(topic, host)
+        except errors.BackendUnavailable as exc:
+            LOG.warning("nack of %s in %r applied here only, the backend is unreachable: %s",
+                        host, topic, exc)
+            with self._lock:
+                self._local_only_nacks.add((topic, host))
+            return False
+        with self._lock:
+            self._local_only_nacks.discard((topic, host))
+        return True
+
+    # -- internals ---------------------------------------------------------
+
+    def _resolve(self, name: str) -> dict[str, Any]:
+        """Live hosts (with capabilities) that *name* stands for, per the rule
+        in the module docstring; no I/O once the topics are in the view."""
+        with self._lock:
+            known = name in self._known
+        if not known and "." in name:
+            topic, _, host = name.rpartition(".")
+            if topic and host:
+                caps = self._sg.members(topic).get(host)
+                if caps is not None:
+                    return {host: caps}
+        members = self._sg.members(name)
+        if members and not known:
+            with self._lock:
+                self._known.add(name)
+        return members
+
+    def _answer(self, name: str, wait: float | None, pick: Any) -> Any:
+        name = names.check(name, "topic")
+        members = self._resolve(name)
+        if members:
+            return pick(name, members)
+        if not wait or wait <= 0:
+            raise errors.NoLiveHosts(name)
+        return self._wait_for_first(name, wait, pick)
+
+    def _wait_for_first(self, name: str, wait: float, pick: Any) -> Any:
+        """Wait up to *wait* seconds, woken by join events, for a first host."""
+        changed = threading.Event()
+        watched = [name]
+        if "." in name:
+            watched.append(name.rpartition(".")[0])
+        handles = [self._sg.watch(t, on_join=lambda t, h: changed.set()) for t in watched if t]
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                # Check after the watch is in place: a join between the first
+                # look and the watch is in the watch's baseline, not an event.
+                members = self._resolve(name)
+                if members:
+                    return pick(name, members)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.NoLiveHosts(name)
+                changed.wait(remaining)
+                changed.clear()
+        finally:
+            for handle in handles:
+                handle.cancel()
+
+    def _ring(self, topic: str, members: Mapping[str, Any]) -> Any:
+        """The hash ring over *members*, rebuilt only when they change."""
+        from servicegroup.ring import HashRing, capability_weight
+
+        shape = frozenset((h, capability_weight(c, member=h, warned=self._warned, group=topic))
+                          for h, c in members.items())
+        with self._lock:
+            cached = self._rings.get(topic)
+            if cached is not None and cached[0] == shape:
+                return cached[1]
+        weights = dict(shape)
+        # All members draining (weight 0) must not empty the answer.
+        ring = HashRing(weights if any(weights.values()) else list(weights))
+        with self._lock:
+            self._rings[topic] = (shape, ring)
+        return ring
+
+
+__all__ = ["MatchMaker"]

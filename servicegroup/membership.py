@@ -1,0 +1,369 @@
+"""The membership view: who is in each group, cached and kept fresh.
+
+A scheduler calls ``is_up`` for every host on every request, so the answer
+must not cost a backend round trip. This view keeps one snapshot per topic
+(the live members and their capabilities), refreshed by one background
+thread every ``max_staleness`` seconds; readers only look at memory.
+
+Staleness policy (the one place it is decided):
+
+- a snapshot at most ``max_staleness`` old is the normal case;
+- if the backend cannot be read, the last snapshot keeps answering until it
+  is ``grace`` old (``service_down_time``): an overloaded backend must not
+  flip every live service to down, which is what made nova's DB driver
+  report live nodes dead;
+- past ``grace`` the view says "unknown" (``None``) and ``is_up`` answers
+  False: we can no longer vouch for anyone.
+
+Watches: each refresh diffs the new snapshot against the old one and queues
+join/leave events for a dispatcher thread, so callbacks never run on the
+caller's thread nor block the refresher. Every join carries an
+``incarnation`` token in its capabilities, so a leave followed by a re-join
+between two refreshes still shows as leave + join instead of vanishing.
+Event-driven backends call :meth:`MembershipView.poke` to refresh at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from tooz import coordination
+
+from servicegroup import urls
+
+LOG = logging.getLogger(__name__)
+
+Capabilities = dict[str, Any]
+Fetch = Callable[[str], Mapping[str, Capabilities]]
+WatchCallback = Callable[[str, str], None]
+
+#: Capability key holding the per-join token (see module docstring).
+INCARNATION = "incarnation"
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Members of one topic as read at one instant."""
+
+    members: Mapping[str, Capabilities]
+    fetched_at: float  #: monotonic clock
+    fetched_wall: float  #: wall clock, for "last seen" times shown to people
+
+
+class Watch:
+    """Handle returned by :meth:`MembershipView.watch`; ``cancel()`` stops it."""
+
+    def __init__(self, view: MembershipView, topic: str, on_join: WatchCallback | None,
+                 on_leave: WatchCallback | None) -> None:
+        self.topic = topic
+        self.on_join = on_join
+        self.on_leave = on_leave
+        self._view = view
+
+    def cancel(self) -> None:
+        self._view._unwatch(self)
+
+
+class _Dispatcher:
+    """One thread that runs watch callbacks in order, isolated from failures."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="servicegroup-watch", daemon=True)
+                self._thread.start()
+        self._queue.put((fn, args))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:  # a user callback must not stop other callbacks
+                LOG.exception("watch callback %r failed for %s", fn, args)
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until queued callbacks ran (tests and orderly shutdown)."""
+        done = threading.Event()
+        self.submit(done.set)
+        done.wait(timeout)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+
+class MembershipView:
+    """Cached, background-refreshed members of every topic anyone asked about."""
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        *,
+        max_staleness: float,
+        grace: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        start_thread: bool = True,
+        also_refresh: Callable[[], None] | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self.max_staleness = max_staleness
+        self.grace = grace
+        self._clock = clock
+        self._wall = wall_clock
+        self._snapshots: dict[str, Snapshot] = {}
+        self._last_attempt: dict[str, float] = {}
+        self._topics: set[str] = set()
+        self._watches: dict[str, list[Watch]] = {}
+        self._hidden: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_thread = start_thread
+        self._failing: set[str] = set()
+        self._also_refresh = also_refresh
+        self._last_seen: dict[tuple[str, str], float] = {}
+        # Reads of one topic may overlap (refresher thread, readers, watch()):
+        # each read takes a number when it starts, and a read only commits if
+        # no read that started later has committed already.
+        self._read_seq = 0
+        self._committed: dict[str, int] = {}
+        self.dispatcher = _Dispatcher()
+
+    # -- reading ---------------------------------------------------------
+
+    def members(self, topic: str) -> Mapping[str, Capabilities] | None:
+        """Live members of *topic*, or ``None`` when the view cannot vouch.
+
+        Never does I/O once the topic is known, except when the refresher has
+        fallen more than ``grace`` behind and one read is due (rate-limited to
+        one attempt per ``max_staleness``).
+        """
+        snap = self._snapshots.get(topic)
+        thread = self._thread
+        if self._start_thread and thread is not None and not thread.is_alive() \
+                and not self._stopped.is_set():
+            # Threads do not survive fork(): restart the refresher in the child.
+            self._interest(topic)
+        # With a refresher thread, readers only fetch when it has fallen
+        # behind by more than grace; without one (one-shot CLI commands,
+        # tests), a read refreshes whatever is older than max_staleness.
+        limit = self.grace if self._start_thread else self.max_staleness
+        if snap is None or self._clock() - snap.fetched_at > limit:
+            self._interest(topic)
+            if self._may_attempt(topic):
+                self.refresh(topic)
+            snap = self._snapshots.get(topic)
+        if snap is None or self._clock() - snap.fetched_at > self.grace:
+            return None
+        hidden = self._hidden.get(topic)
+        if hidden:
+            return {h: c for h, c in snap.members.items() if hidden.get(h, _MISSING) != c.get(INCARNATION)}
+        return snap.members
+
+    def snapshot(self, topic: str) -> Snapshot | None:
+        """The raw last snapshot of *topic* (no staleness policy applied)."""
+        return self._snapshots.get(topic)
+
+    def last_seen(self, topic: str, host: str) -> float | None:
+        """Wall-clock time *host* was last seen listed in *topic*, if ever."""
+        return self._last_seen.get((topic, host))
+
+    def failing(self, topic: str) -> bool:
+        """True while the last read of *topic* failed (answers come from grace)."""
+        return topic in self._failing
+
+    def age(self, topic: str) -> float | None:
+        snap = self._snapshots.get(topic)
+        return None if snap is None else self._clock() - snap.fetched_at
+
+    def hide(self, topic: str, host: str) -> None:
+        """Drop *host* from answers until it shows up with a new incarnation.
+
+        The matchmaker's ``expire`` (nack): the sender saw the host fail, so
+        it stops being an answer at once; its next (re-)join brings it back.
+        """
+        snap = self._snapshots.get(topic)
+        caps = snap.members.get(host) if snap else None
+        incarnation = caps.get(INCARNATION) if caps else None
+        with self._lock:
+            self._hidden.setdefault(topic, {})[host] = incarnation
+
+    def unhide(self, topic: str, host: str) -> bool:
+        """Lift a :meth:`hide` if *host* is still listed with the hidden
+        incarnation (the backend kept vouching for it); True if it is an
+        answer again. A host the backend no longer lists stays hidden."""
+        with self._lock:
+            hidden = self._hidden.get(topic, {})
+            if host not in hidden:
+                return False
+            snap = self._snapshots.get(topic)
+            caps = snap.members.get(host) if snap else None
+            if caps is None or caps.get(INCARNATION) != hidden[host]:
+                return False
+            del hidden[host]
+            return True
+
+    # -- refreshing ------------------------------------------------------
+
+    def refresh(self, topic: str) -> bool:
+        """Read *topic* from the backend now; diff and queue watch events."""
+        started = self._last_attempt[topic] = self._clock()
+        with self._lock:
+            self._read_seq += 1
+            seq = self._read_seq
+        try:
+            members = dict(self._fetch(topic))
+        except coordination.GroupNotCreated:
+            members = {}
+        except Exception as exc:  # backend down: keep the last snapshot (grace)
+            if topic not in self._failing:
+                LOG.warning("membership of %r could not be read: %s", topic, urls.redact(str(exc)))
+                self._failing.add(topic)
+            return False
+        if topic in self._failing:
+            self._failing.discard(topic)
+            LOG.info("membership of %r readable again", topic)
+        # Aged from when the read *started*: what it saw was true then, and a
+        # slow read must not make an old answer look fresh.
+        now, wall = started, self._wall()
+        with self._lock:
+            if self._committed.get(topic, 0) > seq:
+                return True  # a read that started after ours already committed
+            self._committed[topic] = seq
+            old = self._snapshots.get(topic)
+            self._snapshots[topic] = Snapshot(members, now, wall)
+            for host in members:
+                self._last_seen[(topic, host)] = wall
+            self._unhide_reincarnated(topic, members)
+            watches = list(self._watches.get(topic, ()))
+        if old is not None and watches:
+            self._emit(topic, old.members, members, watches)
+        return True
+
+    def refresh_all(self) -> None:
+        for topic in sorted(self._topics):
+            if self._stopped.is_set():
+                return
+            self.refresh(topic)
+        if self._also_refresh is not None and not self._stopped.is_set():
+            self._also_refresh()
+
+    def poke(self, topic: str | None = None) -> None:
+        """Ask the refresher to run now (event-driven backends call this)."""
+        self._wake.set()
+
+    def _may_attempt(self, topic: str) -> bool:
+        # Only failures are rate-limited: with the backend down, a reader
+        # must not pay a connect timeout on every call.
+        if topic not in self._failing:
+            return True
+        last = self._last_attempt.get(topic)
+        return last is None or self._clock() - last >= self.max_staleness
+
+    def _interest(self, topic: str) -> None:
+        with self._lock:
+            self._topics.add(topic)
+            if self._start_thread and (self._thread is None or not self._thread.is_alive()) \
+                    and not self._stopped.is_set():
+                self._thread = threading.Thread(target=self._run, name="servicegroup-view", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self.refresh_all()
+            except Exception as exc:  # never let the refresher die silently
+                LOG.error("membership refresh failed: %s", urls.redact(str(exc)))
+                LOG.debug("membership refresh failure", exc_info=True)
+            self._wake.wait(self.max_staleness)
+            self._wake.clear()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop refreshing; wait (bounded) for a refresh under way to end, so
+        nothing reads the backend or the records after its owner closed them."""
+        self._stopped.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self.dispatcher.stop()
+
+    # -- watches ---------------------------------------------------------
+
+    def watch(self, topic: str, on_join: WatchCallback | None = None,
+              on_leave: WatchCallback | None = None) -> Watch:
+        """Call ``on_join(topic, host)`` / ``on_leave(topic, host)`` on changes.
+
+        The first snapshot is the baseline: members present when the watch
+        starts are not reported as joins.
+        """
+        handle = Watch(self, topic, on_join, on_leave)
+        with self._lock:
+            self._watches.setdefault(topic, []).append(handle)
+        self._interest(topic)
+        if topic not in self._snapshots:
+            self.refresh(topic)
+        return handle
+
+    def _unwatch(self, handle: Watch) -> None:
+        with self._lock:
+            handles = self._watches.get(handle.topic, [])
+            if handle in handles:
+                handles.remove(handle)
+
+    def _emit(self, topic: str, old: Mapping[str, Capabilities], new: Mapping[str, Capabilities],
+              watches: list[Watch]) -> None:
+        left, joined = diff(old, new)
+        for host in left:
+            for w in watches:
+                if w.on_leave:
+                    self.dispatcher.submit(w.on_leave, topic, host)
+        for host in joined:
+            for w in watches:
+                if w.on_join:
+                    self.dispatcher.submit(w.on_join, topic, host)
+
+    def _unhide_reincarnated(self, topic: str, members: Mapping[str, Capabilities]) -> None:
+        hidden = self._hidden.get(topic)
+        if not hidden:
+            return
+        for host, incarnation in list(hidden.items()):
+            caps = members.get(host)
+            if caps is None or caps.get(INCARNATION) != incarnation:
+                # Gone, or back with a new incarnation: the nack has done its job.
+                if caps is not None:
+                    del hidden[host]
+
+
+_MISSING = object()
+
+
+def diff(old: Mapping[str, Capabilities], new: Mapping[str, Capabilities]) -> tuple[list[str], list[str]]:
+    """Hosts that left and hosts that joined between two snapshots.
+
+    A host present in both with a different incarnation left and re-joined:
+    it appears in both lists, leave first.
+    """
+    left = sorted(h for h in old if h not in new or _incarnation(old[h]) != _incarnation(new[h]))
+    joined = sorted(h for h in new if h not in old or _incarnation(old[h]) != _incarnation(new[h]))
+    return left, joined
+
+
+def _incarnation(caps: Capabilities | None) -> Any:
+    return caps.get(INCARNATION) if isinstance(caps, dict) else None

@@ -1,0 +1,60 @@
+"""``servicegroup bench``: what one ``is_up`` costs, on the configured backend.
+
+Compares the library's answer from the cached membership view with the
+nova-style alternative measured in the same run on the same backend: one
+backend read (``get_members``, raw tooz) per ``is_up`` call. The numbers
+are printed, never judged; the fuller benchmarks live in ``bench/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from servicegroup import backend
+from servicegroup import cli
+from servicegroup.conf import Settings
+
+
+def _per_call(fn, calls: int) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    for i in range(calls):
+        fn(i)
+    return (time.perf_counter() - started) / calls
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    topic, n, calls = args.topic, args.hosts, args.calls
+    sg = cli.open_group(settings)
+    try:
+        hosts = [f"bench-{i:04d}" for i in range(n)]
+        for host in hosts:
+            sg.join(host, topic)
+        sg.get_all(topic)
+        cached = _per_call(lambda i: sg.is_up(topic=topic, host=hosts[i % n]), calls)
+
+        raw = backend.start(backend.default_factory, sg.url, "bench-raw-reader")
+        group = topic.encode()
+        slow_calls = max(1, min(calls, 200))
+        try:
+            direct = _per_call(
+                lambda i: hosts[i % n].encode() in raw.get_members(group).get(), slow_calls
+            )
+        finally:
+            raw.stop()
+        rows = [
+            {"method": "ServiceGroup.is_up (cached view)", "us_per_call": cached * 1e6, "calls": calls},
+            {"method": "raw tooz get_members per call (nova-style)", "us_per_call": direct * 1e6,
+             "calls": slow_calls},
+        ]
+        print(f"backend: {backend.where(sg.url)}; {n} live hosts in {topic!r}")
+        print(f"{'method':<46} {'us/call':>12} {'calls':>7}")
+        for r in rows:
+            print(f"{r['method']:<46} {r['us_per_call']:>12.1f} {r['calls']:>7}")
+        print(f"speed-up: {statistics.fmean([direct]) / cached:,.0f}x")
+        print(json.dumps({"backend": backend.where(sg.url), "hosts": n, "rows": rows}))
+    finally:
+        sg.stop()
+    return 0

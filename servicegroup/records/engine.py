@@ -1,0 +1,229 @@
+"""Engines for the records database: URL handling, errors, fork safety.
+
+Everything here exists because of a failure mode seen in the field:
+
+- a URL typo must fail at once as :class:`~servicegroup.errors.InvalidURL`,
+  and an unreachable server must fail within ``connect_timeout`` as
+  :class:`~servicegroup.errors.BackendUnavailable` naming host, port and
+  database — never with the password, never after the kernel's two-minute
+  TCP timeout;
+- forked workers must not share the parent's pooled connections (two
+  processes talking on one socket corrupt each other's results), so every
+  engine is disposed without closing in the child after ``os.fork``;
+- SQLite's default deferred transactions deadlock two writers that both read
+  first (neither waits for the busy timeout): writes here begin with
+  ``BEGIN IMMEDIATE`` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import contextlib
+import logging
+import math
+import os
+import weakref
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from servicegroup import errors
+from servicegroup.urls import redact
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: DBAPI used when the URL names none: the ones this project installs.
+DEFAULT_DBAPI = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql"}
+
+#: Engines to dispose (without closing) in a forked child.
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_ENGINES):
+        # close=False: the sockets belong to the parent; closing them here
+        # would send a terminate message on the parent's live sessions.
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def parse(url: str) -> URL:
+    """Parse *url*, adding the default DBAPI; malformed -> InvalidURL."""
+    if not isinstance(url, str) or not url.strip():
+        raise errors.InvalidURL("records URL is empty: give e.g. sqlite:///servicegroup.sqlite")
+    try:
+        parsed = sa.make_url(url)
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        raise errors.InvalidURL(f"malformed records URL {redact(url)}: {_first_line(exc)}") from None
+    backend, _, dbapi = parsed.drivername.partition("+")
+    if not dbapi and backend in DEFAULT_DBAPI:
+        parsed = parsed.set(drivername=f"{backend}+{DEFAULT_DBAPI[backend]}")
+    try:
+        parsed.get_dialect()
+    except (sa_exc.NoSuchModuleError, ImportError) as exc:
+        raise errors.InvalidURL(
+            f"unsupported records URL {redact(url)}: {_first_line(exc)} "
+            "(sqlite, postgresql and mysql are supported)"
+        ) from None
+    return parsed
+
+
+def describe(url: URL) -> str:
+    """``host:port/database`` of *url*, for messages (no credentials)."""
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite file {url.database or ':memory:'}"
+    default_port = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}.get(url.get_backend_name())
+    return f"{url.host or 'localhost'}:{url.port or default_port}/{url.database or ''}"
+
+
+def create(url: str, connect_timeout: float = 5.0) -> Engine:
+    """An engine for *url* with bounded connect time, registered for fork safety."""
+    parsed = parse(url)
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        # libpq takes whole seconds (and treats 1 as 2).
+        connect_args["connect_timeout"] = max(1, math.ceil(connect_timeout))
+    elif backend in ("mysql", "mariadb"):
+        connect_args["connect_timeout"] = max(1, math.ceil(connect_timeout))
+        kwargs["pool_recycle"] = 3600  # below MySQL's default wait_timeout
+    elif backend == "sqlite":
+        kwargs.pop("pool_pre_ping")
+        if parsed.database in (None, "", ":memory:"):
+            # One shared in-memory database for every thread, not one each.
+            kwargs["poolclass"] = StaticPool
+            connect_args["check_same_thread"] = False
+    for key in list(connect_args):
+        if key in parsed.query:  # the URL's own option wins
+            connect_args.pop(key)
+    try:
+        engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+    except (sa_exc.ArgumentError, TypeError, ValueError) as exc:
+        raise errors.InvalidURL(f"bad records URL {redact(url)}: {_first_line(exc)}") from None
+    if backend == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+    _ENGINES.add(engine)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_conn: Any, record: Any) -> None:
+    # Hand transaction control to us: pysqlite's implicit BEGIN is deferred
+    # (see module docstring); writes issue BEGIN IMMEDIATE themselves.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        try:
+            # Readers no longer block the heartbeat writers (and vice versa).
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception:  # busy or read-only: keep the current journal
+            LOG.debug("could not switch SQLite to WAL", exc_info=True)
+    finally:
+        cursor.close()
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextlib.contextmanager
+def translated(
+    engine: Engine, url: str, passthrough: Callable[[BaseException], bool] | None = None
+) -> Iterator[None]:
+    """Turn connection-level failures into BackendUnavailable.
+
+    Integrity and programming errors pass through: they are bugs or races
+    the caller handles, not an unreachable database; so does whatever
+    *passthrough* accepts (races a caller retries).
+    """
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        if passthrough is not None and passthrough(exc):
+            raise
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            raise unavailable(engine.url, url, exc) from exc
+        if exc.connection_invalidated:
+            raise unavailable(engine.url, url, exc) from exc
+        raise
+    except sa_exc.TimeoutError as exc:
+        raise unavailable(engine.url, url, exc) from exc
+
+
+def unavailable(parsed: URL, url: str, exc: BaseException) -> errors.BackendUnavailable:
+    """A BackendUnavailable naming where, with the URL redacted."""
+    reason = _first_line(getattr(exc, "orig", None) or exc)
+    if parsed.password:
+        reason = reason.replace(str(parsed.password), "***")
+    return errors.BackendUnavailable(
+        f"records database {describe(parsed)} unavailable ({redact(url)}): {reason}"
+    )
+
+
+@contextlib.contextmanager
+def connect(engine: Engine, url: str) -> Iterator[Connection]:
+    """A connection whose *connect* errors are typed (bad options ->
+    InvalidURL, unreachable -> BackendUnavailable); errors of the block are
+    the caller's to translate (see :func:`read` and :func:`run_write`)."""
+    with translated(engine, url):
+        try:
+            conn = engine.connect()
+        except sa_exc.ProgrammingError as exc:  # psycopg2: invalid dsn option
+            raise errors.InvalidURL(
+                f"bad records URL {redact(url)}: {_first_line(exc.orig or exc)}"
+            ) from None
+        except TypeError as exc:  # pymysql: unexpected keyword option
+            raise errors.InvalidURL(f"bad records URL {redact(url)}: {exc}") from None
+    with conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def read(engine: Engine, url: str) -> Iterator[Connection]:
+    """A connection for reads, every failure typed."""
+    with connect(engine, url) as conn, translated(engine, url):
+        yield conn
+
+
+def run_write(engine: Engine, url: str, fn: Callable[[Connection], T], attempts: int = 3) -> T:
+    """Run ``fn(conn)`` in one write transaction, retrying lost races.
+
+    Committed on success, rolled back on any error: nothing is ever half
+    written. Two processes creating the same record race on the unique
+    index (IntegrityError) or, on MySQL, deadlock on gap locks; the whole
+    transaction is then retried and finds the winner's row.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with connect(engine, url) as conn:
+                with translated(engine, url, passthrough=_retryable), conn.begin():
+                    if is_sqlite(engine):
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    return fn(conn)
+        except sa_exc.DBAPIError as exc:
+            if attempt == attempts or not _retryable(exc):
+                with translated(engine, url):
+                    raise
+            LOG.debug("retrying a write after a lost race: %s", _first_line(exc.orig or exc))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.IntegrityError):
+        return True
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "pgcode", None) or (getattr(orig, "args", None) or [None])[0]
+    return code in ("40P01", "40001", 1213, 1205)  # deadlock, serialization, lock wait
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].strip()

@@ -1,0 +1,438 @@
+"""The Consul backend against the in-process Consul test server.
+
+Time on the server is a fake clock the tests move (session expiry is then
+exact); nothing asserts on elapsed time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import threading
+from typing import Any
+
+import consul
+import pytest
+import tooz
+from tooz import coordination
+
+from functional.fixtures.consul_server import ConsulTestServer, FakeClock, fake_clock_server
+from servicegroup import backend, errors
+from servicegroup.drivers import consul as consul_driver
+from servicegroup.drivers.consul import (
+    CatalogReadOnly, ConsulAccessDenied, ConsulDriver, ConsulUnreachable, SessionTTLOutOfRange,
+)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def srv(clock: FakeClock) -> Any:
+    yield from fake_clock_server(clock)
+
+
+@pytest.fixture
+def coords() -> Any:
+    started: list[coordination.CoordinationDriver] = []
+
+    def make(url: str, member: bytes = b"m1", start: bool = True) -> Any:
+        c = backend.default_factory(url, member)  # = get_coordinator (see its docstring)
+        if start:
+            c.start()
+            started.append(c)
+        return c
+    yield make
+    for c in started:
+        if c.is_started:
+            c.stop()
+
+
+def kv(srv: ConsulTestServer, prefix: str) -> dict[str, dict[str, Any]]:
+    return {e["Key"]: e for e in srv.state.kv_get(prefix, True, False, None)[1] or []}
+
+
+# -- URL options -------------------------------------------------------------
+
+def test_unknown_url_option_is_refused_by_name(srv: Any, coords: Any) -> None:
+    with pytest.raises(errors.InvalidURL, match="tiemout"):
+        coords(f"{srv.url}?tiemout=5", start=False)
+
+
+def test_ttl_and_timeout_together_are_refused(srv: Any, coords: Any) -> None:
+    with pytest.raises(errors.InvalidURL, match="one setting"):
+        coords(f"{srv.url}?ttl=20&timeout=30", start=False)
+
+
+def test_timeout_is_an_alias_of_ttl_and_session_ttl_is_half(srv: Any, coords: Any) -> None:
+    c = coords(f"{srv.url}?timeout=8", start=False)
+    assert (c.ttl, c.session_ttl) == (8.0, 4.0)
+
+
+def test_bad_mode_is_refused(srv: Any, coords: Any) -> None:
+    with pytest.raises(errors.InvalidURL, match="mode"):
+        coords(f"{srv.url}?mode=write", start=False)
+
+
+def test_url_options_are_declared_for_the_resolver() -> None:
+    assert {"ttl", "timeout", "token", "namespace", "mode", "ca_file", "cert_file",
+            "key_file", "verify"} <= ConsulDriver.URL_OPTIONS
+
+
+# -- registered mode -----------------------------------------------------------
+
+def test_join_writes_a_member_key_held_by_the_session(srv: Any, coords: Any) -> None:
+    c = coords(f"{srv.url}?namespace=ns&ttl=4")
+    c.join_group_create(b"g", {"zone": "a"})
+    entry = kv(srv, "ns/g/")["ns/g/members/m1"]
+    assert entry["Session"] == c._session
+    assert json.loads(base64.b64decode(entry["Value"]))["capabilities"] == {"zone": "a"}
+    sess = srv.state.sessions[c._session]
+    assert (sess.behavior, sess.lock_delay, sess.ttl) == ("delete", 0.0, 2.0)
+
+
+def test_get_members_is_one_recursive_get(srv: Any, coords: Any) -> None:
+    c = coords(srv.url)
+    c.join_group_create(b"g")
+    coords(srv.url, b"m2").join_group(b"g").get()
+    calls: list[dict[str, Any]] = []
+    real = c._api.kv_get
+
+    def counting(key: str, **kw: Any) -> Any:
+        calls.append(kw)
+        return real(key, **kw)
+    c._api.kv_get = counting
+    assert c.get_members_with_capabilities(b"g").get() == {b"m1": None, b"m2": None}
+    assert len(calls) == 1 and calls[0]["recurse"]
+
+
+def test_ids_with_slashes_round_trip(srv: Any, coords: Any) -> None:
+    c = coords(srv.url, b"host/1")
+    c.join_group_create(b"a/b")
+    assert c.get_members(b"a/b").get() == {b"host/1"}
+    assert b"a/b" in c.get_groups().get()
+
+
+def test_member_vanishes_when_its_session_expires(srv: Any, coords: Any, clock: FakeClock) -> None:
+    a = coords(f"{srv.url}?ttl=4")
+    b = coords(f"{srv.url}?ttl=4", b"m2")
+    a.join_group_create(b"g")
+    b.join_group(b"g").get()
+    clock.now += 3
+    a.heartbeat()
+    clock.now += 1.5  # b: 4.5 s since creation > ttl; a: 1.5 s since renewal
+    srv.state.expire_now()
+    assert a.get_members(b"g").get() == {b"m1"}
+
+
+def test_heartbeat_returns_a_third_of_the_session_ttl(srv: Any, coords: Any) -> None:
+    assert coords(f"{srv.url}?ttl=6").heartbeat() == pytest.approx(1.0)
+
+
+def test_lost_session_is_replaced_and_groups_rejoined(srv: Any, coords: Any, clock: FakeClock) -> None:
+    c = coords(f"{srv.url}?ttl=4")
+    seen: list[set[bytes]] = []
+    c.on_session_lost.append(seen.append)
+    c.join_group_create(b"g", {"v": 1})
+    old = c._session
+    clock.now += 10
+    srv.state.expire_now()
+    assert c.get_members(b"g").get() == set()
+    c.heartbeat()
+    assert c._session != old and c.session_lost_count == 1 and seen == [{b"g"}]
+    assert c.get_member_capabilities(b"g", b"m1").get() == {"v": 1}
+
+
+def test_stop_removes_members_at_once(srv: Any, coords: Any) -> None:
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    a.join_group_create(b"g")
+    b.join_group(b"g").get()
+    b.stop()
+    assert a.get_members(b"g").get() == {b"m1"}
+
+
+def test_run_watchers_with_timeout_waits_on_a_blocking_query(srv: Any, coords: Any) -> None:
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    a.create_group(b"g").get()
+    events: list[Any] = []
+    a.watch_join_group(b"g", events.append)
+    assert a.run_watchers() == []
+    t = threading.Thread(target=lambda: b.join_group(b"g").get())
+    t.start()
+    while not events:  # each call parks in Consul until a change (or 30 s)
+        a.run_watchers(timeout=30)
+    t.join()
+    assert [(type(e), e.member_id) for e in events] == [(coordination.MemberJoinedGroup, b"m2")]
+
+
+def test_wait_for_change_wakes_on_a_leave(srv: Any, coords: Any) -> None:
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    a.join_group_create(b"g")
+    b.join_group(b"g").get()
+    a.get_members(b"g").get()
+    b.leave_group(b"g").get()
+    assert a.wait_for_change({b"g"}, timeout=30) is True
+
+
+def test_locks_of_one_coordinator_exclude_each_other(srv: Any, coords: Any) -> None:
+    c = coords(srv.url)
+    l1, l2 = c.get_lock(b"x"), c.get_lock(b"x")
+    assert l1.acquire(blocking=False) and not l2.acquire(blocking=False)
+    _waiter_gets_it_once_released(l1, l2)
+
+
+def _waiter_gets_it_once_released(holder: Any, waiter: Any) -> None:
+    """*waiter*'s blocking acquire (in a thread) succeeds once *holder* releases."""
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=30)))
+    t.start()
+    assert holder.release()
+    t.join()
+    assert got == [True] and waiter.release()
+
+
+def _lock_keys(srv: ConsulTestServer, name: str) -> dict[str, dict[str, Any]]:
+    return kv(srv, f"servicegroup/!locks/{name}/")
+
+
+def _listed(srv: ConsulTestServer, name: str) -> dict[str, Any]:
+    entry = _lock_keys(srv, name)[f"servicegroup/!locks/{name}/.lock"]
+    return dict(json.loads(base64.b64decode(entry["Value"]))["holders"])
+
+
+def test_shared_holders_coexist_and_keep_an_exclusive_one_out(srv: Any, coords: Any) -> None:
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    ra, rb, w = a.get_lock(b"x"), b.get_lock(b"x"), b.get_lock(b"x")
+    assert ra.acquire(shared=True) and rb.acquire(shared=True)
+    assert sorted(h["member"] for h in ra.holders()) == ["m1", "m2"]
+    assert not w.acquire(blocking=False)
+    assert ra.release() and not w.acquire(blocking=False)
+    assert rb.release() and w.acquire(blocking=False)
+    assert not ra.acquire(shared=True, blocking=False)  # the exclusive one keeps readers out
+    assert w.holder() == {"member": "m2", "lock": w._hold.token, "shared": False}
+    assert w.release()
+    assert _lock_keys(srv, "x") == {}  # nothing piles up once every holder left
+
+
+def test_one_object_reenters_shared_but_cannot_upgrade(srv: Any, coords: Any) -> None:
+    lock = coords(srv.url).get_lock(b"x")
+    assert lock.acquire(shared=True) and lock.acquire(shared=True)
+    assert not lock.acquire(blocking=False)
+    assert len(_listed(srv, "x")) == 1  # re-entering counts locally, one holder entry
+    assert lock.release() and lock.is_still_owner()
+    assert lock.release() and not lock.release()
+
+
+def test_exclusive_waiter_wakes_when_the_last_reader_leaves(srv: Any, coords: Any) -> None:
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    reader, writer = a.get_lock(b"x"), b.get_lock(b"x")
+    assert reader.acquire(shared=True)
+    _waiter_gets_it_once_released(reader, writer)
+
+
+def test_a_dead_readers_entry_is_ignored_and_pruned(srv: Any, coords: Any, clock: FakeClock) -> None:
+    a, b = coords(f"{srv.url}?ttl=4"), coords(f"{srv.url}?ttl=4", b"m2")
+    reader, writer = a.get_lock(b"x"), b.get_lock(b"x")
+    assert reader.acquire(shared=True) and not writer.acquire(blocking=False)
+    clock.now += 3
+    b.heartbeat()
+    clock.now += 1.5  # a's session: 4.5 s without renewal > its 4 s; b's: 1.5 s
+    srv.state.expire_now()
+    assert writer.acquire(blocking=False)  # a's contender key died with its session
+    assert [h["member"] for h in _listed(srv, "x").values()] == ["m2"]  # and a's entry is gone
+    a.heartbeat()  # a gets a new session: its old hold is no longer "acquired"
+    assert not reader.acquired and not reader.release()
+
+
+def test_a_holder_whose_key_lost_its_session_is_ignored(srv: Any, coords: Any) -> None:
+    # Behavior=release leaves the contender key without a Session: not live either.
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    reader, writer = a.get_lock(b"x"), b.get_lock(b"x")
+    assert reader.acquire(shared=True)
+    srv.state.kv_put(f"servicegroup/!locks/x/{reader._hold.token}", b"", release=a._session)
+    assert writer.acquire(blocking=False) and not reader.is_still_owner()
+
+
+def test_break_frees_readers_and_their_release_says_so(srv: Any, coords: Any) -> None:
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    reader, other = a.get_lock(b"x"), b.get_lock(b"x")
+    assert reader.acquire(shared=True) and reader.acquire(shared=True)
+    assert other.break_() and not other.break_()
+    assert other.acquire(blocking=False)
+    assert not reader.release() and not reader.release()
+    assert other.release()
+
+
+def test_a_lost_lock_key_race_is_decided_by_cas(srv: Any, coords: Any) -> None:
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    reader, writer = a.get_lock(b"x"), b.get_lock(b"x")
+    real_put = a._api.kv_put
+
+    def put(key: str, value: Any, **kw: Any) -> bool:
+        if key.endswith("/.lock") and not writer.acquired:
+            assert writer.acquire(blocking=False)  # lands between the reader's read and write
+        return real_put(key, value, **kw)
+
+    a._api.kv_put = put  # type: ignore[method-assign]
+    assert not reader.acquire(shared=True, blocking=False)  # its cas write lost, re-read: refused
+    assert [h["member"] for h in _listed(srv, "x").values()] == ["m2"]
+    assert set(_lock_keys(srv, "x")) == {f"servicegroup/!locks/x/{writer._hold.token}",
+                                         "servicegroup/!locks/x/.lock"}  # reader withdrew its key
+
+
+def test_leader_is_the_member_holding_the_leader_key(srv: Any, coords: Any) -> None:
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    a.create_group(b"g").get()
+    a.watch_elected_as_leader(b"g", lambda e: None)
+    b.watch_elected_as_leader(b"g", lambda e: None)
+    a.run_watchers()
+    b.run_watchers()
+    assert b.get_leader(b"g").get() == b"m1"
+    a.stand_down_group_leader(b"g")
+    b.run_watchers()
+    assert a.get_leader(b"g").get() == b"m2"
+
+
+# -- typed errors ----------------------------------------------------------------
+
+def test_wrong_acl_token_is_a_typed_error_without_the_token(clock: FakeClock, coords: Any,
+                                                            caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    with ConsulTestServer(session_ttl_min=1, acl_token="root-secret", clock=clock) as server:
+        c = coords(f"{server.url}?token=wrong-secret", start=False)
+        with pytest.raises(ConsulAccessDenied) as info:
+            c.start()
+        assert coords(f"{server.url}?token=root-secret").is_started
+    assert isinstance(info.value, tooz.ToozError) and isinstance(info.value, errors.ConfigError)
+    assert "ACL not found" in str(info.value) and server.address in str(info.value)
+    assert "wrong-secret" not in str(info.value) + caplog.text + repr(c)
+
+
+def test_missing_acl_token_says_permission_denied(clock: FakeClock, coords: Any) -> None:
+    with ConsulTestServer(session_ttl_min=1, acl_token="root", clock=clock) as server:
+        with pytest.raises(ConsulAccessDenied, match="lacks a permission"):
+            coords(server.url, start=False).start()
+
+
+def test_unreachable_agent_names_host_and_port(coords: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = coords(f"consul://127.0.0.1:{port}?connect_timeout=2", start=False)
+    with pytest.raises(ConsulUnreachable, match=f"127.0.0.1:{port}") as info:
+        c.start()
+    assert isinstance(info.value, coordination.ToozConnectionError)
+    assert isinstance(info.value, errors.BackendUnavailable)
+
+
+def test_ttl_below_the_agents_floor_names_ttl_and_floor(clock: FakeClock, coords: Any) -> None:
+    with ConsulTestServer(clock=clock) as server:  # Consul's default 10 s floor
+        with pytest.raises(SessionTTLOutOfRange) as info:
+            coords(f"{server.url}?ttl=10", start=False).start()
+        assert coords(f"{server.url}?ttl=20").is_started
+    msg = str(info.value)
+    assert "ttl=10s" in msg and "5s session TTL" in msg and "10s" in msg
+    assert isinstance(info.value, errors.InvalidURL)
+
+
+# -- catalog mode ----------------------------------------------------------------------
+
+@pytest.fixture
+def catalog(srv: ConsulTestServer) -> consul.Consul:
+    c = consul.Consul(host="127.0.0.1", port=srv.port)
+    for sid in ("web-a", "web-b"):
+        c.agent.service.register("web", service_id=sid, address=f"10.0.0.{sid[-1] == 'a' and 1 or 2}",
+                                 port=80, check=consul.Check.ttl("30s"))
+    c.agent.check.ttl_pass("service:web-a")
+    return c
+
+
+def test_catalog_members_are_passing_instances(srv: Any, coords: Any, catalog: Any) -> None:
+    c = coords(f"{srv.url}?mode=catalog")
+    members = c.get_members_with_capabilities(b"web").get()
+    assert set(members) == {b"web-a"} and members[b"web-a"]["address"] == "10.0.0.1"
+    catalog.agent.check.ttl_pass("service:web-b")
+    assert c.get_members(b"web").get() == {b"web-a", b"web-b"}
+    assert b"web" in c.get_groups().get()
+
+
+def test_catalog_unknown_service_is_group_not_created(srv: Any, coords: Any, catalog: Any) -> None:
+    with pytest.raises(coordination.GroupNotCreated):
+        coords(f"{srv.url}?mode=catalog").get_members(b"nope").get()
+
+
+def test_catalog_member_can_be_the_node_name(srv: Any, coords: Any, catalog: Any) -> None:
+    catalog.agent.check.ttl_pass("service:web-b")
+    members = coords(f"{srv.url}?mode=catalog&catalog_member=node").get_members_with_capabilities(
+        b"web").get()
+    [(node, caps)] = members.items()
+    assert len(caps["instances"]) == 2
+
+
+@pytest.mark.parametrize("op", ["join_group", "leave_group", "create_group", "delete_group"])
+def test_catalog_writes_raise_read_only_saying_why(srv: Any, coords: Any, catalog: Any,
+                                                   op: str) -> None:
+    c = coords(f"{srv.url}?mode=catalog")
+    with pytest.raises(CatalogReadOnly, match="registered with Consul by operators") as info:
+        getattr(c, op)(b"web").get()
+    assert isinstance(info.value, errors.NotSupported)
+    assert isinstance(info.value, tooz.NotImplemented)
+
+
+def test_catalog_watch_sees_an_instance_turn_healthy(srv: Any, coords: Any, catalog: Any) -> None:
+    c = coords(f"{srv.url}?mode=catalog")
+    events: list[Any] = []
+    c.watch_join_group(b"web", events.append)
+    t = threading.Thread(target=lambda: catalog.agent.check.ttl_pass("service:web-b"))
+    t.start()
+    while not events:
+        c.run_watchers(timeout=30)
+    t.join()
+    assert [e.member_id for e in events] == [b"web-b"]
+
+
+def test_driver_module_reexports_the_typed_errors() -> None:
+    for name in ("ConsulAccessDenied", "ConsulUnreachable", "SessionTTLOutOfRange", "CatalogReadOnly"):
+        assert hasattr(consul_driver, name)
+
+
+def test_subscribe_pokes_on_membership_changes(srv: Any, coords: Any) -> None:
+    a, b = coords(srv.url), coords(srv.url, b"m2")
+    a.create_group(b"g").get()
+    poked = threading.Event()
+    cancel = a.subscribe(b"g", poked.set)
+    try:
+        # The subscription's first query only learns the index, so change the
+        # group until a change lands after it (each wait is a bound, not a timing).
+        for _ in range(60):
+            if b._joined_groups:
+                b.leave_group(b"g").get()
+            else:
+                b.join_group(b"g").get()
+            if poked.wait(0.5):
+                break
+    finally:
+        cancel()
+    assert poked.is_set()
+
+
+def test_catalog_leave_is_read_only_and_also_not_joined(srv: Any, coords: Any, catalog: Any) -> None:
+    c = coords(f"{srv.url}?mode=catalog")
+    with pytest.raises(coordination.MemberNotJoined) as info:
+        c.leave_group(b"web").get()
+    assert isinstance(info.value, CatalogReadOnly) and "catalog mode" in str(info.value)
+
+
+def test_https_url_uses_tls_options(tmp_path: Any) -> None:
+    c = backend.default_factory(
+        f"consul+https://consul.example:8501?ca_file={tmp_path}/ca.pem"
+        f"&cert_file={tmp_path}/c.pem&key_file={tmp_path}/k.pem&token=s3cret", b"m")
+    http = c._api.client.http
+    assert http.base_uri == "https://consul.example:8501"
+    assert http.verify == f"{tmp_path}/ca.pem"
+    assert http.cert == (f"{tmp_path}/c.pem", f"{tmp_path}/k.pem")
+    assert "s3cret" not in repr(c)
