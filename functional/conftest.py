@@ -188,6 +188,39 @@ def sql_url(tmp_path) -> Callable[[str], str]:
     return url
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--backend", action="append", default=[], metavar="NAME",
+        help="run only the tests parametrised for this liveness backend "
+             "(db-sqlite, db-postgresql, db-mysql, zk, mc, redis, etcd, consul); "
+             "repeatable. tox's functional-<backend> envs use it.")
+
+
+def _backends_of(item) -> set[str]:
+    """The backend names a parametrised test runs against (empty if none)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    found = set()
+    for key in ("target", "name", "driver"):
+        value = params.get(key)
+        if isinstance(value, str):
+            found.add("db-sqlite" if value == "db" else ALIASES.get(value, value))
+    if isinstance(params.get("dialect"), str):
+        found.add("db-" + params["dialect"])
+    return found
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    wanted = {ALIASES.get(b, b) for b in config.getoption("--backend")}
+    if not wanted:
+        return
+    keep, drop = [], []
+    for item in items:
+        (keep if _backends_of(item) & wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if _POOL is None or not _POOL.started:
         return
