@@ -41,6 +41,15 @@ class Target:
         return kw
 
 
+def explain(members: "list[MemberProcess]", server: object = None) -> str:
+    """What members (and the server, if given) said: for failure messages, so
+    a failure in CI can be read without reproducing it."""
+    parts = [m.tail() for m in members]
+    if server is not None and hasattr(server, "log_tail"):
+        parts.append(f"  server log ({server!r}):\n{server.log_tail(15)}")
+    return "\n".join(parts)
+
+
 def wait_for(predicate: Callable[[], bool], bound: float = BOUND, step: float = 0.05) -> bool:
     """Poll *predicate* until true or *bound* seconds pass (a bound, not a timing)."""
     deadline = time.monotonic() + bound
@@ -73,6 +82,10 @@ class MemberProcess:
 
     def saw(self, text: str) -> bool:
         return any(text in line for line in self.lines)
+
+    def tail(self, n: int = 12) -> str:
+        """The last *n* output lines, for assertion messages."""
+        return "\n".join(f"  {self.host}| {line}" for line in self.lines[-n:]) or f"  {self.host}| (no output)"
 
     def pause(self) -> None:
         os.kill(self.proc.pid, signal.SIGSTOP)

@@ -16,7 +16,7 @@ import uuid
 import pytest
 from tooz import coordination
 
-from functional.members import DOWN_TIME, BOUND, MemberProcess, Target, wait_for
+from functional.members import DOWN_TIME, BOUND, MemberProcess, Target, explain, wait_for
 from functional.targets import consul_agent, target  # noqa: F401 (fixtures)
 from servicegroup import errors
 from servicegroup.api import ServiceGroup
@@ -42,9 +42,10 @@ def test_members_rejoin_after_the_server_restarts_empty(fresh_server, tmp_path, 
             assert wait_for(lambda: observer.get_all(topic) == ["host-0", "host-1", "host-2"], bound=BOUND)
             return
         assert wait_for(lambda: all(m.saw("membership_lost") for m in members), bound=BOUND), \
-            "every member must notice it was dropped"
-        assert wait_for(lambda: observer.get_all(topic) == ["host-0", "host-1", "host-2"], bound=BOUND)
-        assert wait_for(lambda: all(m.saw("membership_restored") for m in members))
+            "every member must notice it was dropped:\n" + explain(members, server)
+        assert wait_for(lambda: observer.get_all(topic) == ["host-0", "host-1", "host-2"], bound=BOUND), \
+            f"observer sees {observer.get_all(topic)}:\n" + explain(members, server)
+        assert wait_for(lambda: all(m.saw("membership_restored") for m in members)), explain(members, server)
     finally:
         for m in members:
             m.kill()
