@@ -9,6 +9,7 @@ observer is a ServiceGroup in the test process, as a scheduler would be.
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 import pytest
@@ -119,6 +120,26 @@ def test_get_updated_time_follows_heartbeats(observer, spawn, topic):
     first = observer.get_updated_time(topic=topic, host="host-a")
     assert first is not None
     assert wait_for(lambda: observer.get_updated_time(topic=topic, host="host-a") > first)
+
+
+def test_updated_time_of_a_crashed_member_stops_at_its_last_proof_of_life(target, observer, spawn, topic):
+    """After a crash the reported time must stop moving. On ``db`` it is the
+    last heartbeat itself (the database server stamps each beat), so it is
+    never later than the kill; other backends only know when they last
+    listed the member (documented in ``get_updated_time``)."""
+    victim = spawn("host-a")
+    assert wait_for(lambda: observer.is_up(topic=topic, host="host-a"))
+    killed_at = datetime.datetime.now(datetime.timezone.utc)
+    victim.kill()
+    assert wait_for(lambda: not observer.is_up(topic=topic, host="host-a"))
+    last = observer.get_updated_time(topic=topic, host="host-a")
+    observer._view.refresh(topic)
+    assert observer.get_updated_time(topic=topic, host="host-a") == last
+    [svc] = observer.services(topic)
+    assert (svc.up, svc.last_seen_up) == (False, last)
+    if target.driver == "db":
+        # 50 ms: SQLite's julianday resolution and rounding, nothing more.
+        assert last <= killed_at + datetime.timedelta(seconds=0.05), (last, killed_at)
 
 
 def test_watch_sees_a_crash_as_a_leave(observer, spawn, topic):

@@ -44,6 +44,7 @@ from servicegroup import push
 from servicegroup.heartbeat import EventCallback
 from servicegroup.heartbeat import Member
 from servicegroup.membership import INCARNATION
+from servicegroup.membership import Members
 from servicegroup.membership import MembershipView
 from servicegroup.membership import Watch
 from servicegroup.membership import WatchCallback
@@ -58,8 +59,6 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 _ZK_SCHEMES = {"zookeeper", "kazoo"}
-#: Backends whose get_member_info "updated_at" is the last heartbeat.
-_HEARTBEAT_TIME_SCHEMES = {"sql+sqlite", "sql+postgresql", "sql+mysql"}
 #: tooz drivers whose stop() deletes the member id's heartbeat key: stopping
 #: expire()'s short-lived coordinator would mark the live host dead in every
 #: topic, so it is dropped unstopped (its client closes when collected).
@@ -256,21 +255,22 @@ class ServiceGroup:
 
     def get_updated_time(self, svc: Service | None = None, *, topic: str | None = None,
                          host: str | None = None) -> datetime.datetime | None:
-        """When a heartbeat of the service was last seen (UTC), if ever.
+        """When the service last proved alive (UTC), if ever. Answered from memory.
 
-        From the membership view while the service is listed (resolution:
-        ``max_staleness``), otherwise the record's ``last_seen_up``.
+        On the SQL backend this is its last heartbeat, stamped by the
+        database server and read with the membership itself, so it stays
+        exact after the service dies. Elsewhere (TTL keys, ephemeral nodes,
+        sessions carry no time) it is the last time the backend listed the
+        service, which for a crashed one is up to ``service_down_time``
+        after its last heartbeat. Never seen by this process: the record's
+        ``last_seen_up`` (its join).
         """
         record_seen = None
         if svc is not None:
             host, topic, record_seen = svc.host, svc.topic, svc.last_seen_up
         if host is None or topic is None:
             raise TypeError("get_updated_time() needs a Service or both topic= and host=")
-        members = self._view.members(topic) or {}
-        if host in members and self._scheme in _HEARTBEAT_TIME_SCHEMES and not self._view.failing(topic):
-            beat = self._backend_heartbeat_time(topic, host)
-            if beat is not None:
-                return beat
+        self._view.members(topic)  # a first read of the topic, if nobody asked before
         seen = self._view.last_seen(topic, host)
         if seen is not None:
             return datetime.datetime.fromtimestamp(seen, tz=datetime.timezone.utc)
@@ -278,24 +278,6 @@ class ServiceGroup:
             record = self.records.get(host, topic)
             record_seen = record.last_seen_up if record else None
         return record_seen
-
-    def _backend_heartbeat_time(self, topic: str, host: str) -> datetime.datetime | None:
-        """The heartbeat time the backend itself recorded, where it keeps one.
-
-        Our SQL backend stamps each beat with the database server's clock and
-        reports it as ``updated_at`` in ``get_member_info``; that is exact,
-        where the view only knows when it last saw the member listed. Only
-        there: tooz's ZooKeeper driver reports the member znode's mtime under
-        the same name, which is the join time, not the last heartbeat.
-        """
-        try:
-            info = self._reader_coordinator().get_member_info(topic.encode(), host.encode())
-            value = info.get(timeout=backend.CALL_TIMEOUT).get("updated_at")
-        except Exception:
-            return None
-        if isinstance(value, datetime.datetime):
-            return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-        return None
 
     def services(self, topic: str | None = None) -> list[Service]:
         """Every service record, with ``up`` filled in from liveness."""
@@ -451,20 +433,22 @@ class ServiceGroup:
             # Marked first, so a slow subscribe is attempted once, not by every reader.
             self._pushes[topic] = None
             self._pushes[topic] = push.subscribe(coord, self._scheme, topic, self._view.poke)
+        beats: dict[bytes, float | None] = {}
         with backend.errors_translated(self.url):
             try:
-                raw = coord.get_members_with_capabilities(group).get(timeout=backend.CALL_TIMEOUT)
+                raw = _read_members(coord, group, beats)
             except coordination.GroupNotCreated:
-                return {}  # nobody ever joined: an empty group, not an error
-            except NotImplementedError:
-                raw = {m: coord.get_member_capabilities(group, m).get(timeout=backend.CALL_TIMEOUT) for m in coord.get_members(group).get(timeout=backend.CALL_TIMEOUT)}
-        members: dict[str, dict[str, Any]] = {}
+                return Members()  # nobody ever joined: an empty group, not an error
+        members = Members()
         for member_id, caps in raw.items():
             host = member_id.decode("utf-8", "replace") if isinstance(member_id, bytes) else str(member_id)
             caps = caps if isinstance(caps, dict) else {}
             if self._scheme in _ZK_SCHEMES and host == "leader" and INCARNATION not in caps:
                 continue  # tooz's ZooKeeper leader-election pseudo-member
             members[host] = caps
+            beat = beats.get(member_id)
+            if beat is not None:
+                members.beats[host] = beat
         return members
 
     def _refresh_flags(self) -> None:
@@ -500,6 +484,29 @@ class ServiceGroup:
     def _dispatch_event(self, event: str, topic: str, host: str) -> None:
         for cb in list(self._event_callbacks):
             self._view.dispatcher.submit(cb, event, topic, host)
+
+
+def _read_members(coord: coordination.CoordinationDriver, group: bytes,
+                  beats: dict[bytes, float | None]) -> Mapping[bytes, Any]:
+    """Members of *group* with capabilities, in as few round trips as the
+    driver allows; fills *beats* where it reports heartbeat times.
+
+    Our SQL driver gives capabilities and heartbeat times in one SELECT;
+    tooz's drivers mostly have ``get_members_with_capabilities`` (one call,
+    where memcached's per-member GETs would be O(N) round trips); the last
+    resort is one call per member.
+    """
+    timeout = backend.CALL_TIMEOUT
+    with_beats = getattr(coord, "get_members_with_heartbeats", None)
+    if with_beats is not None:
+        rows = with_beats(group).get(timeout=timeout)
+        beats.update((m, beat) for m, (_, beat) in rows.items())
+        return {m: caps for m, (caps, _) in rows.items()}
+    try:
+        return coord.get_members_with_capabilities(group).get(timeout=timeout)
+    except NotImplementedError:
+        return {m: coord.get_member_capabilities(group, m).get(timeout=timeout)
+                for m in coord.get_members(group).get(timeout=timeout)}
 
 
 def _quiet_stop(coord: coordination.CoordinationDriver) -> None:

@@ -40,6 +40,17 @@ from servicegroup import urls
 LOG = logging.getLogger(__name__)
 
 Capabilities = dict[str, Any]
+
+
+class Members(dict[str, Capabilities]):
+    """What a fetch returns: host -> capabilities, plus, where the backend
+    records them, each host's last heartbeat (``beats``, epoch seconds)."""
+
+    def __init__(self, members: Mapping[str, Capabilities] = (), beats: Mapping[str, float] | None = None) -> None:
+        super().__init__(members)
+        self.beats: dict[str, float] = dict(beats or {})
+
+
 Fetch = Callable[[str], Mapping[str, Capabilities]]
 WatchCallback = Callable[[str, str], None]
 
@@ -181,7 +192,9 @@ class MembershipView:
         return self._snapshots.get(topic)
 
     def last_seen(self, topic: str, host: str) -> float | None:
-        """Wall-clock time *host* was last seen listed in *topic*, if ever."""
+        """When *host* last proved alive in *topic* (epoch seconds), if ever:
+        its last heartbeat where the backend reports one, else the last
+        time a read listed it."""
         return self._last_seen.get((topic, host))
 
     def failing(self, topic: str) -> bool:
@@ -228,7 +241,9 @@ class MembershipView:
             self._read_seq += 1
             seq = self._read_seq
         try:
-            members = dict(self._fetch(topic))
+            fetched = self._fetch(topic)
+            beats = getattr(fetched, "beats", None) or {}
+            members = dict(fetched)
         except coordination.GroupNotCreated:
             members = {}
         except Exception as exc:  # backend down: keep the last snapshot (grace)
@@ -249,7 +264,9 @@ class MembershipView:
             old = self._snapshots.get(topic)
             self._snapshots[topic] = Snapshot(members, now, wall)
             for host in members:
-                self._last_seen[(topic, host)] = wall
+                # The backend's own heartbeat time where it keeps one (SQL);
+                # otherwise the last time the backend listed the host.
+                self._last_seen[(topic, host)] = beats.get(host, wall)
             self._unhide_reincarnated(topic, members)
             watches = list(self._watches.get(topic, ()))
         if old is not None and watches:

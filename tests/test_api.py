@@ -236,3 +236,18 @@ def test_a_slow_read_is_aged_from_when_it_started(clock):
     view = MembershipView(slow_fetch, max_staleness=0.5, grace=3.0, clock=clock, start_thread=False)
     view.refresh("compute")
     assert view.age("compute") == 2.0, "what it saw was true when the read started"
+
+
+def test_last_seen_is_the_backends_heartbeat_time_where_it_reports_one(clock):
+    """A backend that reports heartbeat times (our SQL driver) gives the exact
+    last beat, and it stays exact once the host is gone; others give the
+    last time a read listed the host."""
+    from servicegroup.membership import Members, MembershipView
+
+    answers = [Members({"host-a": {}, "host-b": {}}, beats={"host-a": 1000.0}), Members({})]
+    view = MembershipView(lambda topic: answers.pop(0), max_staleness=0.5, grace=3.0, clock=clock,
+                          wall_clock=lambda: 2000.0, start_thread=False)
+    view.refresh("compute")
+    assert (view.last_seen("compute", "host-a"), view.last_seen("compute", "host-b")) == (1000.0, 2000.0)
+    view.refresh("compute")  # both gone: the times stay what they were
+    assert (view.last_seen("compute", "host-a"), view.last_seen("compute", "host-b")) == (1000.0, 2000.0)
