@@ -44,6 +44,7 @@ from servicegroup import push
 from servicegroup.heartbeat import EventCallback
 from servicegroup.heartbeat import Member
 from servicegroup.membership import INCARNATION
+from servicegroup.membership import ChangeCallback
 from servicegroup.membership import Members
 from servicegroup.membership import MembershipView
 from servicegroup.membership import Watch
@@ -204,7 +205,8 @@ class ServiceGroup:
 
     def joined_hosts(self, topic: str) -> list[str]:
         """Hosts this instance itself joined to *topic*."""
-        return sorted(h for h, m in self._members.items() if topic in m.topics)
+        # list(): join() may add a member on another thread meanwhile.
+        return sorted(h for h, m in list(self._members.items()) if topic in m.topics)
 
     def on_membership_event(self, callback: EventCallback) -> None:
         """``callback(event, topic, host)`` on ``membership_lost`` / ``membership_restored``."""
@@ -281,18 +283,26 @@ class ServiceGroup:
 
     def services(self, topic: str | None = None) -> list[Service]:
         """Every service record, with ``up`` filled in from liveness."""
-        out = []
-        for svc in self.records.list(topic):
-            self._set_flags(svc)
-            out.append(svc.with_liveness(self.is_up(svc), self.get_updated_time(svc)))
-        return out
+        # The records just read are not fed back into the flags cache: a
+        # fence committed by the refresher meanwhile is newer than them
+        # (is_up(svc) already honours svc.forced_down).
+        return [svc.with_liveness(self.is_up(svc), self.get_updated_time(svc))
+                for svc in self.records.list(topic)]
 
     def watch(self, topic: str, on_join: WatchCallback | None = None,
-              on_leave: WatchCallback | None = None) -> Watch:
-        """Call ``on_join(topic, host)`` / ``on_leave(topic, host)`` on changes,
-        from a dispatcher thread (never the caller's)."""
+              on_leave: WatchCallback | None = None,
+              on_change: ChangeCallback | None = None) -> Watch:
+        """Call ``on_join(topic, host)`` / ``on_leave(topic, host)`` on
+        membership changes, from a dispatcher thread (never the caller's).
+
+        ``on_change(topic)`` is called once per change of what
+        :meth:`members` answers: joins and leaves, capability changes, a
+        host fenced or unfenced (``force_down``), the first snapshot, and
+        reads recovering after a failure. Consumers that rebuild from the
+        full list (the hash ring) use it.
+        """
         topic = names.check(topic, "topic")
-        return self._view.watch(topic, on_join, on_leave)
+        return self._view.watch(topic, on_join, on_leave, on_change)
 
     def partitioner(self, group: str, **kwargs: Any) -> Partitioner:
         """A consistent-hash :class:`~servicegroup.ring.Partitioner` over *group*."""
@@ -347,11 +357,12 @@ class ServiceGroup:
 
     def stop(self) -> None:
         """Leave every topic, stop every thread, close every connection."""
-        self._stopped = True
         self._check_fork()
-        for member in list(self._members.values()):
+        with self._lock:  # the same lock _member() checks _stopped under
+            self._stopped = True
+            members, self._members = list(self._members.values()), {}
+        for member in members:
             member.stop()
-        self._members.clear()
         self._view.stop()
         self._cancel_pushes()
         with self._lock:
@@ -375,6 +386,9 @@ class ServiceGroup:
     def _member(self, host: str) -> Member:
         self._check_fork()
         with self._lock:
+            if self._stopped:
+                # A member made now would beat forever: nothing stops it again.
+                raise errors.ServiceGroupError("this ServiceGroup is stopped")
             member = self._members.get(host)
             if member is None:
                 member = Member(
@@ -461,13 +475,21 @@ class ServiceGroup:
         with self._flags_lock:
             # A force_down() that landed while we read is newer than our read:
             # keep it (the next refresh reads it from the database anyway).
-            if self._flags_gen == gen:
-                self._flags = flags
+            if self._flags_gen != gen:
+                return
+            old, self._flags = self._flags, flags
+        fenced_before = {key for key, (forced, _) in old.items() if forced}
+        fenced_now = {key for key, (forced, _) in flags.items() if forced}
+        for topic in sorted({t for _, t in fenced_before ^ fenced_now}):
+            self._view.notify_change(topic)
 
     def _set_flags(self, svc: Service) -> None:
         with self._flags_lock:
             self._flags_gen += 1
+            before = self._flags.get((svc.host, svc.topic), (False, False))[0]
             self._flags[(svc.host, svc.topic)] = (svc.forced_down, svc.disabled)
+        if before != svc.forced_down:
+            self._view.notify_change(svc.topic)
 
     def _forced_down(self, host: str, topic: str) -> bool:
         flags = self._flags.get((host, topic))

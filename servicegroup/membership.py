@@ -53,6 +53,9 @@ class Members(dict[str, Capabilities]):
 
 Fetch = Callable[[str], Mapping[str, Capabilities]]
 WatchCallback = Callable[[str, str], None]
+#: ``on_change(topic)``: the topic's live set (as ``ServiceGroup.members``
+#: sees it) may have changed; read it again.
+ChangeCallback = Callable[[str], None]
 
 #: Capability key holding the per-join token (see module docstring).
 INCARNATION = "incarnation"
@@ -71,10 +74,11 @@ class Watch:
     """Handle returned by :meth:`MembershipView.watch`; ``cancel()`` stops it."""
 
     def __init__(self, view: MembershipView, topic: str, on_join: WatchCallback | None,
-                 on_leave: WatchCallback | None) -> None:
+                 on_leave: WatchCallback | None, on_change: ChangeCallback | None = None) -> None:
         self.topic = topic
         self.on_join = on_join
         self.on_leave = on_leave
+        self.on_change = on_change
         self._view = view
 
     def cancel(self) -> None:
@@ -251,7 +255,8 @@ class MembershipView:
                 LOG.warning("membership of %r could not be read: %s", topic, urls.redact(str(exc)))
                 self._failing.add(topic)
             return False
-        if topic in self._failing:
+        recovered = topic in self._failing
+        if recovered:
             self._failing.discard(topic)
             LOG.info("membership of %r readable again", topic)
         # Aged from when the read *started*: what it saw was true then, and a
@@ -269,8 +274,12 @@ class MembershipView:
                 self._last_seen[(topic, host)] = beats.get(host, wall)
             self._unhide_reincarnated(topic, members)
             watches = list(self._watches.get(topic, ()))
-        if old is not None and watches:
-            self._emit(topic, old.members, members, watches)
+            # Queued under the lock: two overlapping reads commit in order,
+            # so their events must reach the dispatcher in that order too.
+            if old is not None:
+                self._emit(topic, old.members, members, watches)
+            if old is None or recovered or old.members != members:
+                self._emit_change(topic, watches)
         return True
 
     def refresh_all(self) -> None:
@@ -324,19 +333,35 @@ class MembershipView:
     # -- watches ---------------------------------------------------------
 
     def watch(self, topic: str, on_join: WatchCallback | None = None,
-              on_leave: WatchCallback | None = None) -> Watch:
-        """Call ``on_join(topic, host)`` / ``on_leave(topic, host)`` on changes.
+              on_leave: WatchCallback | None = None,
+              on_change: ChangeCallback | None = None) -> Watch:
+        """Call ``on_join(topic, host)`` / ``on_leave(topic, host)`` on changes,
+        and ``on_change(topic)`` once per change of any kind.
 
         The first snapshot is the baseline: members present when the watch
-        starts are not reported as joins.
+        starts are not reported as joins. ``on_change`` also fires for the
+        first snapshot, after reads recover from a failure, and when a
+        member's capabilities change, so a consumer that rebuilds from the
+        full list on each call (the hash ring) never misses a state.
         """
-        handle = Watch(self, topic, on_join, on_leave)
+        handle = Watch(self, topic, on_join, on_leave, on_change)
         with self._lock:
             self._watches.setdefault(topic, []).append(handle)
         self._interest(topic)
         if topic not in self._snapshots:
             self.refresh(topic)
         return handle
+
+    def notify_change(self, topic: str) -> None:
+        """Tell *topic*'s ``on_change`` watchers to re-read (for changes made
+        outside the backend, such as fencing)."""
+        with self._lock:
+            self._emit_change(topic, list(self._watches.get(topic, ())))
+
+    def _emit_change(self, topic: str, watches: list[Watch]) -> None:
+        for w in watches:
+            if w.on_change:
+                self.dispatcher.submit(w.on_change, topic)
 
     def _unwatch(self, handle: Watch) -> None:
         with self._lock:

@@ -363,6 +363,7 @@ class _GroupView(Protocol):
         topic: str,
         on_join: Callable[[str, str], None] | None = None,
         on_leave: Callable[[str, str], None] | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> _WatchHandle: ...
 
     def joined_hosts(self, topic: str) -> list[str]: ...
@@ -427,7 +428,10 @@ class Partitioner:
         self._stopped = False
         # Subscribe before the first build: a change in between is then seen
         # by a second rebuild instead of being lost.
-        self._watch = sg.watch(self._group, on_join=self._on_event, on_leave=self._on_event)
+        # on_change, not join/leave: it also fires when a host is fenced, when
+        # capabilities (weights) change and when reads recover, all of which
+        # change the ring without a join or leave.
+        self._watch = sg.watch(self._group, on_change=self._on_change)
         try:
             self._rebuild(notify=False)
         except BaseException:
@@ -582,11 +586,11 @@ class Partitioner:
             return frozenset(k for k in self._keys if owner(k) == host)
         return frozenset(k for k in self._keys if host in ring.owners(k, self._replicas))
 
-    def _on_event(self, topic: str, host: str) -> None:
+    def _on_change(self, topic: str) -> None:
         try:
             self._rebuild(notify=True)
         except Exception:
-            LOG.exception("group %s: rebuilding the hash ring after a change of %s failed", topic, host)
+            LOG.exception("group %s: rebuilding the hash ring failed", topic)
 
     def _rebuild(self, *, notify: bool) -> bool:
         with self._lock:
@@ -597,7 +601,16 @@ class Partitioner:
             old = self._ring
             host_before = self._host
             if self._host is None:
-                self._host = self._joined_host()
+                try:
+                    self._host = self._joined_host()
+                except errors.ConfigError as exc:
+                    if not notify:
+                        raise  # at construction: refuse, the caller can pass host=
+                    # Ambiguous since (a second host joined): stay an observer
+                    # rather than stop following membership; owns() says why.
+                    if ("ambiguous", "") not in self._warned:
+                        self._warned.add(("ambiguous", ""))
+                        LOG.warning("group %s: %s", self._group, exc)
             if weights == dict(old.weights) and self._host == host_before:
                 return False  # a merged or duplicate event: nothing changed
             ring = HashRing(weights, old.points_per_member, old.probes)

@@ -251,3 +251,32 @@ def test_last_seen_is_the_backends_heartbeat_time_where_it_reports_one(clock):
     assert (view.last_seen("compute", "host-a"), view.last_seen("compute", "host-b")) == (1000.0, 2000.0)
     view.refresh("compute")  # both gone: the times stay what they were
     assert (view.last_seen("compute", "host-a"), view.last_seen("compute", "host-b")) == (1000.0, 2000.0)
+
+
+def test_force_down_reaches_the_ring_without_a_leave(make_sg):
+    """Fencing changes what members() answers while the host keeps beating:
+    on_change fires, and a Partitioner drops the host (forced_down wins)."""
+    sg = make_sg()
+    sg.join("host-a", "workers")
+    sg.join("host-b", "workers")
+    changes: list[str] = []
+    sg.watch("workers", on_change=changes.append)
+    p = sg.partitioner("workers", host="host-a", keys=[f"k{i}" for i in range(200)])
+    assert p.members() == ["host-a", "host-b"]
+    sg._view.dispatcher.drain()
+    changes.clear()
+    sg.force_down("host-b", "workers")
+    sg._view.dispatcher.drain()
+    assert changes == ["workers"]
+    assert p.members() == ["host-a"] and len(p.owned()) == 200
+    sg.force_down("host-b", "workers", down=False)
+    sg._view.dispatcher.drain()
+    assert p.members() == ["host-a", "host-b"]
+
+
+def test_join_after_stop_is_refused_and_starts_nothing(make_sg):
+    sg = make_sg()
+    sg.stop()
+    with pytest.raises(errors.ServiceGroupError, match="stopped"):
+        sg.join("host-a", "compute")
+    assert sg._members == {}

@@ -171,19 +171,23 @@ class FakeGroups:
     """The slice of the ServiceGroup facade a Partitioner uses.
 
     Callbacks run synchronously in the test thread (the facade runs them on
-    one dispatcher thread: serialised either way).
+    one dispatcher thread: serialised either way). Like the facade, every
+    change also fires ``on_change``; ``fence`` changes what ``members``
+    answers without a join or leave, as ``force_down`` does.
     """
 
     def __init__(self, joined: list[str] | None = None) -> None:
         self.groups: dict[str, dict[str, dict]] = {}
-        self.watchers: list[tuple[str, Callable | None, Callable | None]] = []
+        self.fenced: set[tuple[str, str]] = set()
+        self.watchers: list[tuple[str, Callable | None, Callable | None, Callable | None]] = []
         self.joined = joined or []
 
     def members(self, topic: str) -> dict[str, dict]:
-        return dict(self.groups.get(topic, {}))
+        return {h: c for h, c in self.groups.get(topic, {}).items() if (topic, h) not in self.fenced}
 
-    def watch(self, topic: str, on_join: Callable | None = None, on_leave: Callable | None = None):
-        entry = (topic, on_join, on_leave)
+    def watch(self, topic: str, on_join: Callable | None = None, on_leave: Callable | None = None,
+              on_change: Callable | None = None):
+        entry = (topic, on_join, on_leave, on_change)
         self.watchers.append(entry)
         fake = self
 
@@ -197,17 +201,26 @@ class FakeGroups:
     def joined_hosts(self, topic: str) -> list[str]:
         return list(self.joined)
 
+    def _fire(self, topic: str, host: str | None, which: int) -> None:
+        for entry in list(self.watchers):
+            if entry[0] != topic:
+                continue
+            if host is not None and entry[which]:
+                entry[which](topic, host)
+            if entry[3]:
+                entry[3](topic)
+
     def join(self, topic: str, host: str, caps: dict | None = None) -> None:
         self.groups.setdefault(topic, {})[host] = caps or {}
-        for t, on_join, _ in list(self.watchers):
-            if t == topic and on_join:
-                on_join(topic, host)
+        self._fire(topic, host, 1)
 
     def leave(self, topic: str, host: str) -> None:
         self.groups.get(topic, {}).pop(host, None)
-        for t, _, on_leave in list(self.watchers):
-            if t == topic and on_leave:
-                on_leave(topic, host)
+        self._fire(topic, host, 2)
+
+    def fence(self, topic: str, host: str, down: bool = True) -> None:
+        (self.fenced.add if down else self.fenced.discard)((topic, host))
+        self._fire(topic, None, 0)
 
 
 IDS = [f"router-{i}" for i in range(10_000)]
@@ -278,8 +291,8 @@ def test_no_callback_when_an_event_changes_nothing() -> None:
     p = Partitioner(sg, "g", host="a", keys=IDS[:100])
     seen: list = []
     p.on_rebalance(lambda g, l: seen.append((g, l)))
-    for _, on_join, _ in sg.watchers:
-        on_join("g", "b")  # duplicate/merged event: the view did not change
+    for _, _, _, on_change in sg.watchers:
+        on_change("g")  # duplicate/merged event: the view did not change
     assert seen == []
     sg.join("g", "c")
     sg.join("g", "d", {"weight": 2})
@@ -404,3 +417,37 @@ def test_host_joined_after_the_partitioner_gets_its_keys_in_a_callback() -> None
     assert p.host == "a"
     assert seen[-1] == ({k for k in IDS[:1000] if p.owner(k) == "a"}, set())
     assert p.owned() == seen[-1][0]
+
+
+def test_fencing_a_member_moves_its_keys_although_nobody_left() -> None:
+    """force_down must win in the ring too: a fenced host still beats (no
+    leave event) but owns nothing until it is unfenced."""
+    sg, parts, mine, calls = fleet(3)
+    victim_keys = set(mine["worker-1"])
+    sg.fence("fleet", "worker-1")
+    assert parts["worker-0"].members() == ["worker-0", "worker-2"]
+    assert not parts["worker-1"].owns(next(iter(victim_keys)))
+    assert mine["worker-1"] == set() and mine["worker-0"] | mine["worker-2"] == set(IDS)
+    sg.fence("fleet", "worker-1", down=False)
+    assert mine["worker-1"] == victim_keys
+
+
+def test_a_partitioner_whose_first_read_failed_fills_in_on_the_next_change_signal() -> None:
+    sg = FakeGroups()
+    p = Partitioner(sg, "g", host="a", keys=IDS[:100])  # the view could not vouch: empty
+    assert p.members() == []
+    sg.groups["g"] = {"a": {}, "b": {}}
+    for _, _, _, on_change in sg.watchers:
+        on_change("g")  # the view's first good snapshot, no join event
+    assert p.members() == ["a", "b"] and p.owned()
+
+
+def test_an_observer_partitioner_keeps_following_when_its_host_is_ambiguous() -> None:
+    sg = FakeGroups()
+    sg.groups["g"] = {"a": {}, "b": {}}
+    p = Partitioner(sg, "g")  # an observer: this ServiceGroup joined nobody yet
+    sg.joined = ["a", "b"]  # then it joined two hosts to the group
+    sg.join("g", "c")
+    assert p.members() == ["a", "b", "c"], "the ring must not freeze"
+    with pytest.raises(errors.ConfigError, match="pass host="):
+        p.owns("x")
