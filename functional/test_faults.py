@@ -174,3 +174,35 @@ def test_server_gone_mid_run_keeps_threads_alive_and_follows_staleness(fresh_ser
         server.resume()
         member.stop()
         observer.stop()
+
+
+def test_nack_of_a_dead_host_does_not_extend_its_life_in_other_topics(redis_server, tmp_path):
+    """tooz's Redis (and memcached) driver heartbeats inside start(). expire()
+    removes a foreign host with a coordinator under that host's id, which
+    used to refresh the dead host's beat key: alive again, for a full TTL,
+    in every other topic. The key's remaining TTL must only go down."""
+    import redis as redis_client
+    from servicegroup.matchmaker import MatchMaker
+
+    tgt = _target("redis", redis_server, tmp_path)
+    a, b = f"nack-a-{uuid.uuid4().hex[:6]}", f"nack-b-{uuid.uuid4().hex[:6]}"
+    members = [MemberProcess(tgt, "host-x", a), MemberProcess(tgt, "host-x", b)]
+    sender = MatchMaker(ServiceGroup(**tgt.kwargs()))
+    probe = coordination.get_coordinator(tgt.url.split("?")[0], b"probe")
+    beat_key = probe._encode_beat_id(b"host-x")
+    client = redis_client.Redis(host=redis_server.host, port=redis_server.port)
+    try:
+        assert wait_for(lambda: sender._sg.get_all(a) == ["host-x"] and sender._sg.get_all(b) == ["host-x"])
+        for m in members:
+            m.kill()  # crashed: nobody beats host-x any more
+        before = client.pttl(beat_key)
+        assert before > 0, "the beat key is still alive right after the crash"
+        assert sender.expire(a, "host-x") is True
+        after = client.pttl(beat_key)
+        assert after <= before, f"the nack refreshed a dead host's heartbeat ({before} -> {after} ms)"
+        assert wait_for(lambda: not sender._sg.is_up(topic=b, host="host-x"))
+    finally:
+        for m in members:
+            m.kill()
+        client.close()
+        sender._sg.stop()

@@ -310,7 +310,7 @@ class ServiceGroup:
 
         return Partitioner(self, group, **kwargs)
 
-    def expire(self, topic: str, host: str) -> None:
+    def expire(self, topic: str, host: str) -> bool:
         """Drop *host* from *topic* at once, everywhere, until it re-joins.
 
         Locally it disappears from answers immediately; in the backend its
@@ -318,21 +318,33 @@ class ServiceGroup:
         Its own heartbeat loop notices and re-joins it (with a new
         incarnation) within two ``report_interval`` if it is alive (one if
         its own view has not yet refreshed since the removal).
+
+        Returns False when the backend cannot remove members (Consul's
+        catalog mode: Consul's checks own liveness there): the nack then
+        holds in this process only, for ``service_down_time`` at most.
+        Raises :class:`~servicegroup.errors.BackendUnavailable` (the local
+        part done) when the backend cannot be reached.
         """
         self._view.hide(topic, host)
         member = self._members.get(host)
         with backend.errors_translated(self.url):
             # tooz removes only a coordinator's own member id, so a host this
             # process did not join is removed by a short-lived coordinator
-            # with that id.
-            coord = member.coordinator() if member else backend.start(self._factory, self.url, host)
+            # with that id, one that never heartbeats as it.
+            coord = member.coordinator() if member else backend.start(self._factory, self.url, host, beat=False)
             try:
                 coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
+            except errors.NotSupported:
+                return False
             except (coordination.MemberNotJoined, coordination.GroupNotCreated):
-                pass
+                pass  # already gone
             finally:
                 if member is None and self._scheme not in _STOP_DELETES_BEAT:
                     _quiet_stop(coord)
+        # Re-read now: a snapshot from before the removal would tell a member
+        # of this process that it is still listed, and delay its re-join.
+        self._view.refresh(topic)
+        return True
 
     def unexpire(self, topic: str, host: str) -> bool:
         """Undo this process's local :meth:`expire` of *host* if the backend

@@ -118,19 +118,32 @@ def errors_translated(url: str) -> Iterator[None]:
         raise errors.ServiceGroupError(f"{where(url)}: {describe(exc)}") from None
 
 
-def start(factory: CoordinatorFactory, url: str, member_id: str) -> coordination.CoordinationDriver:
-    """Build and start a coordinator for *member_id*, or raise a typed error."""
+def start(factory: CoordinatorFactory, url: str, member_id: str, *,
+          beat: bool = True) -> coordination.CoordinationDriver:
+    """Build and start a coordinator for *member_id*, or raise a typed error.
+
+    ``beat=False`` is for acting on *another* process's member id (removing
+    it from a group): tooz's memcached and Redis drivers heartbeat inside
+    ``start()``, which would refresh that member's TTL key and keep a dead
+    host alive in every group it was in. Such a coordinator never beats.
+    """
     if factory is default_factory:
         probe_tcp(url)
     with errors_translated(url):
         try:
             coord = factory(url, member_id.encode("utf-8"))
+            if not beat:
+                coord.heartbeat = _no_heartbeat  # type: ignore[method-assign]
             coord.start(start_heart=False)
         except (errors.ServiceGroupError, tooz.ToozError):
             raise
         except Exception as exc:  # client libraries raise anything at connect
             raise errors.BackendUnavailable(f"cannot start {where(url)}: {describe(exc)}") from None
     return coord
+
+
+def _no_heartbeat() -> float:
+    return 0.0
 
 
 class FailureClock:

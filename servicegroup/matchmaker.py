@@ -39,7 +39,10 @@ Acks and nacks, from the sending side:
   from every answer at once, in this process and in the backend, through
   :meth:`ServiceGroup.expire`; if the host's service is alive, its own
   heartbeat re-joins it with a new incarnation within one
-  ``report_interval`` and it is an answer again.
+  ``report_interval`` and it is an answer again. Where the nack cannot
+  reach the backend (outage; Consul's catalog mode, whose members Consul's
+  checks own) it holds in this process only, and lapses after
+  ``service_down_time``: a host is never hidden for good.
 - ``ack_alive(topic, host)`` (a send succeeded) cannot honestly do more
   than the sender knows: that the host answered once. It never lists a host
   the backend does not list (that would resurrect a service whose heartbeat
@@ -143,13 +146,16 @@ class MatchMaker:
 
     def expire(self, topic: str, host: str) -> bool:
         """A send to *host* failed: drop it from answers at once, everywhere,
-        until its own heartbeat re-joins it. Returns False (and logs) if only
-        the local part was done because the backend could not be reached."""
+        until its own heartbeat re-joins it. Returns False if only the local
+        part was done: the backend could not be reached (logged), or it
+        cannot remove members (Consul catalog mode)."""
         try:
-            self._sg.expire(topic, host)
+            removed = self._sg.expire(topic, host)
         except errors.BackendUnavailable as exc:
             LOG.warning("nack of %s in %r applied here only, the backend is unreachable: %s",
                         host, topic, exc)
+            removed = False
+        if not removed:  # unreachable, or a backend whose members we cannot remove
             with self._lock:
                 self._local_only_nacks.add((topic, host))
             return False

@@ -144,7 +144,8 @@ class MembershipView:
         self._last_attempt: dict[str, float] = {}
         self._topics: set[str] = set()
         self._watches: dict[str, list[Watch]] = {}
-        self._hidden: dict[str, dict[str, Any]] = {}
+        #: topic -> host -> (incarnation hidden, when): see hide().
+        self._hidden: dict[str, dict[str, tuple[Any, float]]] = {}
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -186,10 +187,14 @@ class MembershipView:
             snap = self._snapshots.get(topic)
         if snap is None or self._clock() - snap.fetched_at > self.grace:
             return None
-        hidden = self._hidden.get(topic)
-        if hidden:
-            return {h: c for h, c in snap.members.items() if hidden.get(h, _MISSING) != c.get(INCARNATION)}
+        if self._hidden.get(topic):
+            return {h: c for h, c in snap.members.items() if not self._is_hidden(topic, h, c)}
         return snap.members
+
+    def _is_hidden(self, topic: str, host: str, caps: Capabilities) -> bool:
+        entry = self._hidden.get(topic, {}).get(host)
+        return (entry is not None and entry[0] == caps.get(INCARNATION)
+                and self._clock() - entry[1] < self.grace)
 
     def snapshot(self, topic: str) -> Snapshot | None:
         """The raw last snapshot of *topic* (no staleness policy applied)."""
@@ -210,16 +215,24 @@ class MembershipView:
         return None if snap is None else self._clock() - snap.fetched_at
 
     def hide(self, topic: str, host: str) -> None:
-        """Drop *host* from answers until it shows up with a new incarnation.
+        """Drop *host* from answers until it shows up with a new incarnation,
+        or for ``grace`` (``service_down_time``) at most.
 
         The matchmaker's ``expire`` (nack): the sender saw the host fail, so
         it stops being an answer at once; its next (re-)join brings it back.
+        The bound matters where no re-join comes: Consul's catalog mode (no
+        incarnations) or a nack that could not reach the backend. By then
+        the backend has dropped a host that really died; one it still lists
+        is trusted again, never hidden forever (the old Redis matchmaker's
+        "expired hosts never came back").
         """
+        if topic not in self._snapshots:
+            self.members(topic)  # a nack before any lookup: learn what to hide
         snap = self._snapshots.get(topic)
         caps = snap.members.get(host) if snap else None
         incarnation = caps.get(INCARNATION) if caps else None
         with self._lock:
-            self._hidden.setdefault(topic, {})[host] = incarnation
+            self._hidden.setdefault(topic, {})[host] = (incarnation, self._clock())
 
     def unhide(self, topic: str, host: str) -> bool:
         """Lift a :meth:`hide` if *host* is still listed with the hidden
@@ -231,7 +244,7 @@ class MembershipView:
                 return False
             snap = self._snapshots.get(topic)
             caps = snap.members.get(host) if snap else None
-            if caps is None or caps.get(INCARNATION) != hidden[host]:
+            if caps is None or caps.get(INCARNATION) != hidden[host][0]:
                 return False
             del hidden[host]
             return True
@@ -385,15 +398,13 @@ class MembershipView:
         hidden = self._hidden.get(topic)
         if not hidden:
             return
-        for host, incarnation in list(hidden.items()):
+        now = self._clock()
+        for host, (incarnation, since) in list(hidden.items()):
             caps = members.get(host)
-            if caps is None or caps.get(INCARNATION) != incarnation:
-                # Gone, or back with a new incarnation: the nack has done its job.
-                if caps is not None:
-                    del hidden[host]
-
-
-_MISSING = object()
+            if now - since >= self.grace:
+                del hidden[host]  # lapsed: see hide()
+            elif caps is not None and caps.get(INCARNATION) != incarnation:
+                del hidden[host]  # back with a new incarnation: the nack did its job
 
 
 def diff(old: Mapping[str, Capabilities], new: Mapping[str, Capabilities]) -> tuple[list[str], list[str]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tooz import coordination
 
+from servicegroup import errors
 from servicegroup.drivers._base import SyncResult
 
 #: Membership TTL of the fake backend in the unit tests (service_down_time).
@@ -32,6 +33,11 @@ class FakeClock:
         self.now += seconds
 
 
+class ReadOnlyLeave(errors.NotSupported, coordination.MemberNotJoined):
+    """What Consul's catalog mode raises on leave (CatalogNotJoined): both
+    "not supported here" and tooz's "not joined"."""
+
+
 class FakeServer:
     """The shared state every FakeCoordinator talks to."""
 
@@ -41,6 +47,8 @@ class FakeServer:
         self.groups: dict[bytes, dict[bytes, tuple[dict[str, Any], float]]] = {}
         self.down = False
         self.refuse_joins = False
+        #: Members cannot be removed by others, as in Consul's catalog mode.
+        self.read_only = False
         self.heartbeats = 0
         self.reads = 0
         self.on_heartbeat: list[Any] = []
@@ -113,6 +121,8 @@ class FakeCoordinator:
 
     def leave_group(self, group: bytes) -> SyncResult[None]:
         self.server.check()
+        if self.server.read_only:
+            return SyncResult(error=ReadOnlyLeave(group, self.member_id))
         members = self.server.groups.get(group)
         if members is None:
             return SyncResult(error=coordination.GroupNotCreated(group))

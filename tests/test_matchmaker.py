@@ -251,3 +251,19 @@ def test_weight_capability_steers_keyed_lookups(services, sender):
     assert "draining" not in owners
     assert owners.count("big") > 2 * owners.count("small")
     assert "draining" in sender.get_hosts("compute"), "draining hosts still get fanout"
+
+
+def test_nack_the_backend_cannot_apply_is_local_and_lapses(world, services, sender):
+    """Consul's catalog mode cannot remove members: the nack holds here
+    only, an ack lifts it, and without an ack it lapses after
+    service_down_time instead of hiding a live host forever."""
+    register(services, "compute", "host-a", "host-b")
+    world.server.read_only = True
+    assert sender.expire("compute", "host-a") is False, "nothing was removed in the backend"
+    assert sender.get_hosts("compute") == ["host-b"]
+    assert sender.ack_alive("compute", "host-a") is True
+    assert sender.get_hosts("compute") == ["host-a", "host-b"]
+
+    assert sender.expire("compute", "host-a") is False
+    world.outlive(services._sg, "host-a", "host-b")  # past service_down_time, both still beat
+    assert sender.get_hosts("compute") == ["host-a", "host-b"], "a nack is never forever"
