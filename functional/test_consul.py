@@ -19,7 +19,7 @@ import pytest
 from tooz import coordination
 
 from functional.fixtures import consul_server_real
-from functional.fixtures.consul_server import ConsulTestServer
+from functional.fixtures.consul_server import ConsulTestServer, validate_key
 from functional.members import wait_for
 from servicegroup import errors
 from servicegroup.api import ServiceGroup
@@ -91,6 +91,43 @@ def test_a_member_that_stops_heartbeating_leaves_within_ttl(agent: Any, topic: s
         assert wait_for(lambda: observer.get_members(topic.encode()).get() == set())
     finally:
         observer.stop()
+
+
+def test_awkward_ids_round_trip_through_consul_key_rules(agent: Any, topic: str) -> None:
+    # Consul 1.21.5 refuses keys with "..", "%", spaces or non-ASCII (the test
+    # server too, and it checks every stored key): the key encoding keeps such
+    # ids working, and a group named like the lock area is still a group.
+    group, member = f"\u00e9/../=x {topic}".encode(), b"../host 1%"
+    coord = coordination.get_coordinator(agent.url, member)
+    coord.start()
+    try:
+        coord.join_group_create(group)
+        coord.join_group_create(f"=locks{topic}".encode())
+        lock = coord.get_lock(b"..")
+        assert lock.acquire(blocking=False)
+        coord.watch_elected_as_leader(group, lambda e: None)
+        coord.run_watchers()
+        assert coord.get_members(group).get() == {member}
+        assert sorted(coord.get_groups().get()) == sorted([group, f"=locks{topic}".encode()])
+        assert coord.get_leader(group).get() == member
+        assert lock.release()
+    finally:
+        coord.stop()
+    for key in getattr(getattr(agent, "state", None), "kv", {}):  # the test server's store
+        validate_key(key)
+
+
+def test_an_acquire_with_an_expired_session_replaces_it(agent: Any, topic: str) -> None:
+    coord = coordination.get_coordinator(f"{agent.url}?ttl=2", b"stalled")
+    coord.start()  # and no heartbeat: its session expires
+    try:
+        coord.join_group_create(topic.encode())
+        assert wait_for(lambda: coord.get_members(topic.encode()).get() == set())
+        coord.join_group_create(topic.encode() + b"-2")  # Consul: 500 invalid session
+        assert coord.session_lost_count == 1
+        assert coord.get_members(topic.encode()).get() == {b"stalled"}  # re-joined
+    finally:
+        coord.stop()
 
 
 def test_matchmaker_fanout_over_registered_members(agent: Any, sg_factory: Any, topic: str) -> None:

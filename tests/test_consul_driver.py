@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
 import socket
 import threading
 from typing import Any
@@ -18,12 +19,17 @@ import pytest
 import tooz
 from tooz import coordination
 
-from functional.fixtures.consul_server import ConsulTestServer, FakeClock, fake_clock_server
+from functional.fixtures.consul_server import (
+    ApiError, ConsulTestServer, FakeClock, fake_clock_server, validate_key,
+)
 from servicegroup import backend, errors
 from servicegroup.drivers import consul as consul_driver
 from servicegroup.drivers.consul import (
-    CatalogReadOnly, ConsulAccessDenied, ConsulDriver, ConsulUnreachable, SessionTTLOutOfRange,
+    CatalogReadOnly, ConsulAccessDenied, ConsulDriver, ConsulServerError, ConsulUnreachable,
+    SessionTTLOutOfRange,
 )
+from servicegroup.drivers.consul_api import SessionGone
+from servicegroup.drivers.consul_kv import LOCKS, dec, enc
 
 
 @pytest.fixture
@@ -83,6 +89,54 @@ def test_url_options_are_declared_for_the_resolver() -> None:
             "key_file", "verify"} <= ConsulDriver.URL_OPTIONS
 
 
+@pytest.mark.parametrize("namespace", ["a..b", "a/./b", "a/../b", "a%20b", "caf%C3%A9", "a%3Db"])
+def test_namespace_consul_would_refuse_is_refused_by_name(srv: Any, coords: Any,
+                                                          namespace: str) -> None:
+    with pytest.raises(errors.InvalidURL, match="namespace"):
+        coords(f"{srv.url}?namespace={namespace}", start=False)
+
+
+# -- key names -------------------------------------------------------------------
+
+AWKWARD = [b"a/b", b"=", b"=3D", b"%41", b"%", b".", b"..", b"...", b".hidden", b"a..b",
+           b"a...b", b"a.", "\u00e9/\u00fc".encode(), b"=locks", b"!locks", b"a b", b"a?b&c=d",
+           b"\x00\x7f\xff", b"-_,.", b"../etc/passwd", b"members", b"leader"]
+
+
+def _assert_safe_segment(raw: bytes) -> None:
+    seg = enc(raw)
+    assert dec(seg) == raw
+    assert "/" not in seg and not seg.startswith(LOCKS)
+    validate_key(f"servicegroup/{seg}/members/{seg}")  # Consul 1.21.5's rule, and no ".."
+
+
+@pytest.mark.parametrize("raw", AWKWARD + [bytes([b]) for b in range(256)])
+def test_encoded_ids_round_trip_and_are_valid_consul_keys(raw: bytes) -> None:
+    _assert_safe_segment(raw)
+
+
+def test_encoding_round_trips_random_ids() -> None:
+    rng = random.Random(22682)
+    alphabet = b"./=%-a\xc3\xa9 ?&"
+    for _ in range(2000):
+        _assert_safe_segment(bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 10))))
+
+
+@pytest.mark.parametrize("segment", ["=2e", "=2", "=zz", ".", "..", ".x", "a%2Fb", "!locks",
+                                     LOCKS, "=41", "a b", "\u00e9"])
+def test_decoding_refuses_what_enc_never_writes(segment: str) -> None:
+    with pytest.raises(ValueError):
+        dec(segment)
+
+
+def test_the_server_refuses_what_the_old_percent_encoding_wrote(srv: Any, coords: Any) -> None:
+    c = coords(srv.url)
+    with pytest.raises(ConsulServerError, match="invalid key name"):
+        c._api.kv_put("servicegroup/a%2Fb/", "{}")
+    with pytest.raises(ApiError):
+        validate_key("servicegroup/!locks/x")
+
+
 # -- registered mode -----------------------------------------------------------
 
 def test_join_writes_a_member_key_held_by_the_session(srv: Any, coords: Any) -> None:
@@ -93,6 +147,21 @@ def test_join_writes_a_member_key_held_by_the_session(srv: Any, coords: Any) -> 
     assert json.loads(base64.b64decode(entry["Value"]))["capabilities"] == {"zone": "a"}
     sess = srv.state.sessions[c._session]
     assert (sess.behavior, sess.lock_delay, sess.ttl) == ("delete", 0.0, 2.0)
+
+
+def test_deciding_reads_are_consistent_and_blocking_ones_are_not(srv: Any, coords: Any) -> None:
+    c = coords(srv.url)
+    c.join_group_create(b"g")
+    lock = c.get_lock(b"x")
+    srv.requests.clear()
+    c.get_members(b"g").get()
+    c.get_leader(b"g").get()
+    c.get_groups().get()
+    assert lock.acquire(blocking=False) and lock.release()
+    reads = [q for m, p, q in srv.requests if m == "GET"]
+    assert reads and all("consistent" in q for q in reads)
+    c._groups.block(b"g", "1", "1s")  # index 1 is long past: answers at once
+    assert "consistent" not in srv.requests[-1][2] and "index" in srv.requests[-1][2]
 
 
 def test_get_members_is_one_recursive_get(srv: Any, coords: Any) -> None:
@@ -147,6 +216,74 @@ def test_lost_session_is_replaced_and_groups_rejoined(srv: Any, coords: Any, clo
     assert c.get_member_capabilities(b"g", b"m1").get() == {"v": 1}
 
 
+def _expire(srv: ConsulTestServer, clock: FakeClock) -> None:
+    clock.now += 10  # past 2 x the 2 s session TTL of ttl=4, with no heartbeat
+    srv.state.expire_now()
+
+
+def _join_g2(c: Any) -> bool:
+    c.join_group(b"g2").get()
+    return c.get_members(b"g2").get() == {b"m1"}
+
+
+def _elect_g2(c: Any) -> bool:
+    elected: list[Any] = []
+    c.watch_elected_as_leader(b"g2", elected.append)
+    c.run_watchers()
+    return len(elected) == 1 and c.get_leader(b"g2").get() == b"m1"
+
+
+def _lock_x(c: Any) -> bool:
+    lock = c.get_lock(b"x")
+    return bool(lock.acquire(blocking=False) and lock.is_still_owner() and lock.release())
+
+
+@pytest.mark.parametrize("acquire", [_join_g2, _elect_g2, _lock_x])
+def test_an_acquire_after_the_session_expired_replaces_it_and_rejoins(
+        srv: Any, coords: Any, clock: FakeClock, acquire: Any) -> None:
+    c = coords(f"{srv.url}?ttl=4")
+    seen: list[set[bytes]] = []
+    c.on_session_lost.append(seen.append)
+    c.join_group_create(b"g1", {"v": 1})
+    c.create_group(b"g2").get()
+    old = c._session
+    _expire(srv, clock)
+    assert acquire(c)  # Consul: 500 invalid session -> new session, re-join, retried once
+    assert c._session != old and c.session_lost_count == 1 and seen == [{b"g1"}]
+    assert c.get_member_capabilities(b"g1", b"m1").get() == {"v": 1}
+    c.heartbeat()
+    assert c.session_lost_count == 1
+
+
+def test_a_session_refused_again_is_retried_only_once(srv: Any, coords: Any) -> None:
+    c = coords(srv.url)
+    c.join_group_create(b"g1")
+    c.create_group(b"g2").get()
+
+    def gone(key: str, value: Any, **kw: Any) -> bool:
+        raise SessionGone("gone")
+    c._api.kv_put = gone  # every acquire, the re-join's too, finds the session gone
+    with pytest.raises(ConsulServerError):
+        c.join_group(b"g2").get()
+    assert c.session_lost_count == 1 and c._joined_groups == set()
+
+
+@pytest.mark.parametrize("body", ['invalid session "x"',
+                                  'rpc error making call: invalid session "x"'])
+def test_invalid_session_from_a_server_or_a_client_agent_is_session_gone(
+        srv: Any, coords: Any, body: str) -> None:
+    c = coords(srv.url)
+
+    def refuse(*args: Any, **kw: Any) -> bool:
+        raise consul.ConsulException(f"500 {body}")
+    c._api.client.kv.put = refuse
+    with pytest.raises(SessionGone, match=srv.address):
+        c._api.kv_put("servicegroup/k", "", acquire="x")
+    with pytest.raises(ConsulServerError) as info:  # without ?acquire= it is just an error
+        c._api.kv_put("servicegroup/k", "")
+    assert not isinstance(info.value, SessionGone)
+
+
 def test_stop_removes_members_at_once(srv: Any, coords: Any) -> None:
     a, b = coords(srv.url), coords(srv.url, b"m2")
     a.join_group_create(b"g")
@@ -196,11 +333,11 @@ def _waiter_gets_it_once_released(holder: Any, waiter: Any) -> None:
 
 
 def _lock_keys(srv: ConsulTestServer, name: str) -> dict[str, dict[str, Any]]:
-    return kv(srv, f"servicegroup/!locks/{name}/")
+    return kv(srv, f"servicegroup/=locks/{name}/")
 
 
 def _listed(srv: ConsulTestServer, name: str) -> dict[str, Any]:
-    entry = _lock_keys(srv, name)[f"servicegroup/!locks/{name}/.lock"]
+    entry = _lock_keys(srv, name)[f"servicegroup/=locks/{name}/.lock"]
     return dict(json.loads(base64.b64decode(entry["Value"]))["holders"])
 
 
@@ -253,7 +390,7 @@ def test_a_holder_whose_key_lost_its_session_is_ignored(srv: Any, coords: Any) -
     a, b = coords(srv.url), coords(srv.url, b"m2")
     reader, writer = a.get_lock(b"x"), b.get_lock(b"x")
     assert reader.acquire(shared=True)
-    srv.state.kv_put(f"servicegroup/!locks/x/{reader._hold.token}", b"", release=a._session)
+    srv.state.kv_put(f"servicegroup/=locks/x/{reader._hold.token}", b"", release=a._session)
     assert writer.acquire(blocking=False) and not reader.is_still_owner()
 
 
@@ -280,8 +417,8 @@ def test_a_lost_lock_key_race_is_decided_by_cas(srv: Any, coords: Any) -> None:
     a._api.kv_put = put  # type: ignore[method-assign]
     assert not reader.acquire(shared=True, blocking=False)  # its cas write lost, re-read: refused
     assert [h["member"] for h in _listed(srv, "x").values()] == ["m2"]
-    assert set(_lock_keys(srv, "x")) == {f"servicegroup/!locks/x/{writer._hold.token}",
-                                         "servicegroup/!locks/x/.lock"}  # reader withdrew its key
+    assert set(_lock_keys(srv, "x")) == {f"servicegroup/=locks/x/{writer._hold.token}",
+                                         "servicegroup/=locks/x/.lock"}  # reader withdrew its key
 
 
 def test_leader_is_the_member_holding_the_leader_key(srv: Any, coords: Any) -> None:
@@ -310,6 +447,24 @@ def test_wrong_acl_token_is_a_typed_error_without_the_token(clock: FakeClock, co
     assert isinstance(info.value, tooz.ToozError) and isinstance(info.value, errors.ConfigError)
     assert "ACL not found" in str(info.value) and server.address in str(info.value)
     assert "wrong-secret" not in str(info.value) + caplog.text + repr(c)
+
+
+def test_a_token_that_cannot_read_keys_fails_start_instead_of_seeing_empty_groups(
+        clock: FakeClock, coords: Any, caplog: Any) -> None:
+    # Consul would filter its list reads to nothing (404) rather than refuse them.
+    caplog.set_level(logging.DEBUG)
+    with ConsulTestServer(session_ttl_min=1, clock=clock,
+                          acl_tokens={"no-key-read": {"session:write"},
+                                      "observer": {"key:read", "session:write"}}) as server:
+        c = coords(f"{server.url}?token=no-key-read", start=False)
+        with pytest.raises(ConsulAccessDenied) as info:
+            c.start()
+        assert server.state.sessions == {}  # refused before a session was made
+        observer = coords(f"{server.url}?token=observer")
+        assert observer.get_groups().get() == []
+    msg = str(info.value)
+    assert server.address in msg and "'servicegroup/'" in msg and "key:read" in msg
+    assert "no-key-read" not in msg + caplog.text + repr(c)
 
 
 def test_missing_acl_token_says_permission_denied(clock: FakeClock, coords: Any) -> None:
@@ -358,6 +513,15 @@ def test_catalog_members_are_passing_instances(srv: Any, coords: Any, catalog: A
     catalog.agent.check.ttl_pass("service:web-b")
     assert c.get_members(b"web").get() == {b"web-a", b"web-b"}
     assert b"web" in c.get_groups().get()
+
+
+def test_catalog_reads_are_consistent(srv: Any, coords: Any, catalog: Any) -> None:
+    c = coords(f"{srv.url}?mode=catalog")
+    srv.requests.clear()
+    c.get_members(b"web").get()
+    c.get_groups().get()
+    assert [(p, "consistent" in q) for m, p, q in srv.requests] == [
+        ("/v1/health/service/web", True), ("/v1/catalog/services", True)]
 
 
 def test_catalog_unknown_service_is_group_not_created(srv: Any, coords: Any, catalog: Any) -> None:

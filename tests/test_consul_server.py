@@ -12,6 +12,7 @@ import base64
 import json
 import threading
 from typing import Any
+import urllib.parse
 
 import consul
 import pytest
@@ -122,8 +123,40 @@ def test_kv_acquire_with_unknown_session_is_500(http: Any) -> None:
 
 
 def test_kv_path_is_url_decoded_once(http: Any) -> None:
-    http("PUT", "/v1/kv/g/a%252Fb", b"")  # the key "g/a%2Fb"
-    assert http("GET", "/v1/kv/g/?keys").json() == ["g/a%2Fb"]
+    assert http("PUT", "/v1/kv/g/a%3D2Fb", b"").json() is True  # the key "g/a=2Fb"
+    assert http("GET", "/v1/kv/g/?keys").json() == ["g/a=2Fb"]
+    refused = http("PUT", "/v1/kv/g/a%252Fb", b"")  # the key "g/a%2Fb", not "g/a/b"
+    assert refused.status_code == 500 and "invalid key name" in refused.text
+
+
+def _kv_path(key: str) -> str:
+    # Dots percent-encoded too, so no HTTP client normalises "." / ".." away.
+    return "/v1/kv/" + urllib.parse.quote(key, safe="/").replace(".", "%2E")
+
+
+@pytest.mark.parametrize("key", [
+    "a b", "a%2Fb", "caf\u00e9", "a:b", "a!b", "a*b", "a\nb", "x\n",  # outside the pattern
+    "..", "a/../b", "a..b", "g/..", ".", "a/./b", "g/.",  # path traversal
+])
+def test_kv_refuses_keys_consul_1_21_5_refuses(srv: Any, http: Any, key: str) -> None:
+    for method in ("PUT", "GET", "DELETE"):
+        resp = http(method, _kv_path(key), b"v" if method == "PUT" else None)
+        assert resp.status_code == 500, (method, key)
+        assert resp.text.startswith("invalid key name"), resp.text
+    assert srv.state.kv == {}
+
+
+def test_kv_accepts_every_character_of_consuls_pattern(http: Any) -> None:
+    key = "az/AZ/09/,_.-/?&=/.x/x./a.b"
+    assert http("PUT", _kv_path(key), b"v").json() is True
+    assert [e["Key"] for e in http("GET", "/v1/kv/az/?recurse").json()] == [key]
+
+
+def test_stale_with_consistent_is_400_and_requests_are_recorded(srv: Any, http: Any) -> None:
+    resp = http("GET", "/v1/kv/x?stale&consistent")
+    assert resp.status_code == 400 and "conflicting semantics" in resp.text
+    http("GET", "/v1/kv/x?consistent")
+    assert srv.requests[-1] == ("GET", "/v1/kv/x", {"consistent": [""]})
 
 
 # -- sessions ----------------------------------------------------------------
@@ -264,6 +297,56 @@ def test_catalog_services_lists_names_and_deregister_removes(srv: Any) -> None:
 
 
 # -- ACL -------------------------------------------------------------------------
+
+def test_acl_unknown_token_is_acl_not_found_on_every_endpoint(clock: FakeClock) -> None:
+    with ConsulTestServer(acl_token="root", clock=clock) as server:
+        base = f"http://{server.address}"
+        answers = [requests.request(method, base + path, headers={"X-Consul-Token": "nope"},
+                                    timeout=10)
+                   for method, path in [("GET", "/v1/kv/x"), ("GET", "/v1/kv/?recurse"),
+                                        ("GET", "/v1/kv/p/?keys"), ("PUT", "/v1/kv/x"),
+                                        ("DELETE", "/v1/kv/x"), ("PUT", "/v1/session/create"),
+                                        ("GET", "/v1/catalog/services")]]
+    assert [(r.status_code, r.text) for r in answers] == [(403, "ACL not found")] * len(answers)
+
+
+def test_acl_single_key_reads_and_writes_without_permission_are_403(clock: FakeClock) -> None:
+    with ConsulTestServer(acl_token="root", acl_read_token="reader", clock=clock,
+                          acl_tokens={"sessions-only": {"session:write"}}) as server:
+        url = f"http://{server.address}/v1/kv/p/x"
+        assert requests.put(url, headers={"X-Consul-Token": "root"}, timeout=10).json() is True
+        refused = []
+        for token in (None, "sessions-only"):
+            headers = {"X-Consul-Token": token} if token else {}
+            refused += [requests.get(url, headers=headers, timeout=10),
+                        requests.put(url, headers=headers, timeout=10),
+                        requests.delete(url, headers=headers, timeout=10)]
+        refused.append(requests.put(url, headers={"X-Consul-Token": "reader"}, timeout=10))
+        assert requests.get(url, headers={"X-Consul-Token": "reader"}, timeout=10).status_code == 200
+    assert [r.status_code for r in refused] == [403] * 7
+    assert all(r.text.startswith("Permission denied: token with AccessorID") for r in refused)
+    assert "'key:read' on \"p/x\"" in refused[0].text and "'key:write'" in refused[1].text
+    assert not any(secret in r.text for r in refused for secret in ("root", "reader", "sessions-only"))
+
+
+def test_acl_list_reads_without_permission_are_filtered_not_refused(clock: FakeClock) -> None:
+    with ConsulTestServer(acl_token="root", clock=clock,
+                          acl_tokens={"sessions-only": {"session:write"}}) as server:
+        base = f"http://{server.address}/v1/kv/"
+        for key in ("p/a", "p/b"):
+            requests.put(base + key, headers={"X-Consul-Token": "root"}, timeout=10)
+        root = requests.get(base + "p/?recurse", headers={"X-Consul-Token": "root"}, timeout=10)
+        answers = {}
+        for token in (None, "sessions-only"):
+            headers = {"X-Consul-Token": token} if token else {}
+            answers[token] = [requests.get(base + q, headers=headers, timeout=10)
+                              for q in ("p/?recurse", "p/?keys", "?keys")]
+    assert len(root.json()) == 2 and "X-Consul-Results-Filtered-By-ACLs" not in root.headers
+    for recurse, keys, root_keys in answers.values():
+        assert (recurse.status_code, keys.status_code) == (404, 404)  # silently empty, not 403
+        assert recurse.headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+        assert root_keys.status_code == 200 and root_keys.json() == []
+
 
 def test_acl_wrong_token_is_acl_not_found_and_none_is_permission_denied(clock: FakeClock) -> None:
     with ConsulTestServer(acl_token="root", acl_read_token="reader", clock=clock) as server:

@@ -7,22 +7,32 @@ This one has two modes (seed 000):
 per coordinator (TTL, ``Behavior=delete``, ``LockDelay=0``); a member is the
 key ``<namespace>/<group>/members/<member>`` acquired with that session, its
 value holding the capabilities, so it vanishes when the session dies. A
-heartbeat is one session renewal. When Consul answers a renewal with 404
-(the session expired), a new session is created and every joined group is
-re-joined; :attr:`ConsulDriver.session_lost_count` counts those events and
-the callbacks in :attr:`ConsulDriver.on_session_lost` are told which groups
-were re-joined. ``get_members`` is one recursive GET. Locks and leader
-election are keys acquired with the session (:mod:`.consul_lock`).
+heartbeat is one session renewal. When Consul says the session is gone -
+a renewal answered 404, or a ``PUT ?acquire=`` (join, election, lock)
+answered 500 ``invalid session`` - a new session is created and every
+joined group is re-joined (an acquire is then tried once more);
+:attr:`ConsulDriver.session_lost_count` counts those events and the
+callbacks in :attr:`ConsulDriver.on_session_lost` are told which groups were
+re-joined. ``get_members`` is one recursive GET. Locks and leader election
+are keys acquired with the session (:mod:`.consul_lock`). At start one
+single-key read of the namespace checks the ACL token may read it (Consul
+filters list reads silently instead of refusing them).
 
 **catalog** (``mode=catalog``) - operators register services with Consul
 and Consul's checks decide liveness; a group is a service name and its
 members are the instances whose checks all pass (:mod:`.consul_catalog`).
 Writes raise :class:`CatalogReadOnly`.
 
-``ttl`` is the promise "a member whose process died is gone within ``ttl``
-seconds". Consul may keep a session up to twice its TTL, so the session TTL
-is ``ttl / 2`` and the agent must accept it (``session_ttl_min``, 10 s by
-default: ``ttl`` >= 20 on a stock agent). ``timeout`` is tooz's name for it.
+``ttl`` bounds how long a dead member stays listed. Consul only promises
+not to invalidate a session *before* its TTL; its leader does so 2 x TTL
+after the last renewal. With a session TTL of ``ttl / 2``, a dead member is
+gone within ``ttl`` of its last heartbeat *in steady state*. A Consul leader
+election restarts every session timer at full length, so after a failover
+such a member can stay up to ``ttl`` after the failover (nearly ``2 * ttl``
+after its last heartbeat). The agent must accept the session TTL
+(``session_ttl_min``, 10 s by default: ``ttl`` >= 20 on a stock agent).
+``timeout`` is tooz's name for ``ttl``. Non-blocking reads use Consul's
+``consistent`` mode, backing the ``LINEARIZABLE`` claim (:mod:`.consul_api`).
 
 URL options (:attr:`ConsulDriver.URL_OPTIONS`): ``ttl``/``timeout``
 (default 30), ``token`` (ACL token, sent as ``X-Consul-Token``, never
@@ -46,11 +56,11 @@ from tooz import coordination
 from servicegroup import urls
 from servicegroup.drivers import _base
 from servicegroup.drivers import consul_catalog
-from servicegroup.drivers.consul_api import CatalogReadOnly, ConsulAPI
+from servicegroup.drivers.consul_api import CatalogReadOnly, ConsulAPI, SessionGone
 from servicegroup.drivers.consul_api import (  # the typed errors, re-exported
     CatalogNotJoined, ConsulAccessDenied, ConsulServerError, ConsulUnreachable, SessionTTLOutOfRange,
 )
-from servicegroup.drivers.consul_kv import KVGroups, enc
+from servicegroup.drivers.consul_kv import LOCKS, KVGroups, check_namespace, enc
 from servicegroup.drivers.consul_lock import ConsulLock
 
 __all__ = [
@@ -81,7 +91,7 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         coordination.Characteristics.DISTRIBUTED_ACROSS_THREADS,
         coordination.Characteristics.DISTRIBUTED_ACROSS_PROCESSES,
         coordination.Characteristics.DISTRIBUTED_ACROSS_HOSTS,
-        coordination.Characteristics.LINEARIZABLE,
+        coordination.Characteristics.LINEARIZABLE,  # reads are ?consistent (consul_api)
         coordination.Characteristics.SEQUENTIAL,
     )
 
@@ -95,6 +105,7 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         self._member_raw = _base.to_id(member_id)
         self.member_label = self._member_raw.decode("utf-8")
         self.ttl = self._parse_ttl(options)
+        # Consul drops a session 2 x TTL after its last renewal (steady state).
         self.session_ttl = self.ttl / 2.0
         self.mode = (_opt(options, "mode") or "registered").lower()
         if self.mode not in ("registered", "catalog"):
@@ -102,6 +113,10 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         self.namespace = (_opt(options, "namespace") or "servicegroup").strip("/")
         if not self.namespace:
             raise _base.InvalidOption("option namespace must not be empty")
+        try:
+            check_namespace(self.namespace)
+        except ValueError as exc:
+            raise _base.InvalidOption(f"option {exc}") from None
         host = parsed_url.hostname or "127.0.0.1"
         try:
             port = parsed_url.port or 8500
@@ -120,6 +135,7 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         self.where = self._api.where
         self._session: str | None = None
         self._session_mutex = threading.RLock()
+        self._recovering = False  # guarded by _session_mutex
         self._locks_mutex = threading.RLock()
         self._held_locks: dict[bytes, ConsulLock] = {}
         self._capabilities: dict[bytes, Capabilities | None] = {}
@@ -158,8 +174,8 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
     def _new_session(self) -> str:
         return self._api.session_create(
             self.session_ttl, f"servicegroup:{self.member_label}",
-            f"ttl={self.ttl:g}s (a {self.session_ttl:g}s session TTL: Consul may keep a "
-            f"session up to 2x its TTL, so the session TTL is ttl/2)")
+            f"ttl={self.ttl:g}s (a {self.session_ttl:g}s session TTL: Consul invalidates a "
+            f"session 2x its TTL after its last renewal, so the session TTL is ttl/2)")
 
     def _ensure_session(self) -> str:
         with self._session_mutex:
@@ -168,9 +184,8 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
             return self._session
 
     def _start(self) -> None:
-        if self.mode == "catalog":
-            self._groups.probe()  # type: ignore[union-attr]
-        else:
+        self._groups.probe()
+        if self.mode != "catalog":
             self._ensure_session()
         self._capabilities.clear()
         self._leading.clear()
@@ -201,7 +216,28 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
             self._recover_session()
         return self.session_ttl / 3.0
 
+    def acquire_key(self, key: str, value: str) -> bool:
+        """``PUT key?acquire=<our session>``: True if we hold *key* now.
+
+        A session can expire before a heartbeat notices (a stalled process,
+        a paused VM); Consul then answers 500 ``invalid session``. That is
+        handled like a renewal answered 404: the session is replaced and
+        every joined group re-joined (:meth:`_recover_session`), then the
+        PUT is tried once more with the new session.
+        """
+        sid = self._ensure_session()
+        try:
+            return self._api.kv_put(key, value, acquire=sid)
+        except SessionGone:
+            with self._session_mutex:
+                if self._recovering:  # re-joining after a loss: the caller logs it
+                    raise
+                if self._session == sid:  # else another thread already replaced it
+                    self._recover_session()
+        return self._api.kv_put(key, value, acquire=self._ensure_session())
+
     def _recover_session(self) -> None:
+        """Replace a lost session and re-join (caller holds ``_session_mutex``)."""
         LOG.warning("Consul session of %s on %s was lost (expired); creating a new one "
                     "and re-joining %d group(s)", self.member_label, self.where,
                     len(self._joined_groups))
@@ -211,13 +247,17 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         self._session = self._new_session()
         self.session_lost_count += 1
         rejoined: set[bytes] = set()
-        for group in sorted(self._joined_groups):
-            try:
-                self._groups.join(group, self._capabilities.get(group))  # type: ignore[union-attr]
-                rejoined.add(group)
-            except tooz.ToozError as exc:
-                LOG.warning("re-joining %r after a lost Consul session failed: %s", group, exc)
-                self._joined_groups.discard(group)
+        self._recovering = True  # a re-join that finds this session gone too is not retried
+        try:
+            for group in sorted(self._joined_groups):
+                try:
+                    self._groups.join(group, self._capabilities.get(group))  # type: ignore[union-attr]
+                    rejoined.add(group)
+                except tooz.ToozError as exc:
+                    LOG.warning("re-joining %r after a lost Consul session failed: %s", group, exc)
+                    self._joined_groups.discard(group)
+        finally:
+            self._recovering = False
         for cb in list(self.on_session_lost):
             try:
                 cb(rejoined)
@@ -409,4 +449,4 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
 
     def get_lock(self, name: bytes) -> ConsulLock:
         raw = _base.to_id(name, "lock name")
-        return ConsulLock(self, raw, f"{self.namespace}/!locks/{enc(raw)}")
+        return ConsulLock(self, raw, f"{self.namespace}/{LOCKS}/{enc(raw)}")

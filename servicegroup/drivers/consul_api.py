@@ -6,6 +6,13 @@ the agent (``host:port``) and the problem, never the ACL token. The backend
 (:mod:`servicegroup.drivers.consul`) never sees a ``requests`` or ``consul``
 exception.
 
+Every read that is not a blocking query asks for Consul's ``consistent``
+mode: the default mode lets a leader that has just been deposed answer
+from its own, possibly stale, state for a short while, which would break
+the driver's ``LINEARIZABLE`` claim exactly around a failover. Blocking
+queries (``?index=``) keep the default mode: they only signal that
+something changed, and the read that follows is consistent.
+
 Sessions are created through the raw HTTP call rather than
 ``Session.create`` because py-consul asserts Consul's default bounds
 (10 s - 24 h, whole seconds) client-side, which would hide the agent's own
@@ -44,6 +51,13 @@ class ConsulServerError(tooz.ToozError, errors.BackendUnavailable):
     """The agent answered with an error this backend does not expect."""
 
 
+class SessionGone(ConsulServerError):
+    """``PUT ?acquire=<session>`` was refused because Consul no longer knows
+    the session (500 ``invalid session "<id>"``): it expired or was
+    destroyed before a heartbeat noticed. The driver replaces the session
+    and tries again (:meth:`~servicegroup.drivers.consul.ConsulDriver.acquire_key`)."""
+
+
 class SessionTTLOutOfRange(_base.InvalidOption):
     """The agent refused the session TTL derived from ``ttl``: below its
     ``session_ttl_min`` (10 s by default) or above 24 h."""
@@ -75,6 +89,9 @@ class CatalogNotJoined(CatalogReadOnly, coordination.MemberNotJoined):
 
 
 _BOUNDS = re.compile(r"must be between \[([^=\]]+)=([^\]]+)\]")
+#: Consul's 500 answer to ``?acquire=`` with an unknown session (state/kvs.go);
+#: a client agent prefixes the server's message with "rpc error making call: ".
+_INVALID_SESSION = re.compile(r"^500 (?:rpc error making call: )*invalid session ")
 
 
 class ConsulAPI:
@@ -182,16 +199,27 @@ class ConsulAPI:
 
     def kv_get(self, key: str, *, recurse: bool = False, keys: bool = False,
                separator: str | None = None, index: str | None = None,
-               wait: str | None = None) -> tuple[str, Any]:
-        """GET a key or prefix: ``(index, data)``; data is ``None`` on 404."""
-        with self.errors(f"reading {key!r}"):
+               wait: str | None = None, doing: str | None = None) -> tuple[str, Any]:
+        """GET a key or prefix: ``(index, data)``; data is ``None`` on 404.
+        ``consistent`` unless it is a blocking query (module docstring)."""
+        with self.errors(doing or f"reading {key!r}"):
             return self.client.kv.get(key, recurse=recurse, keys=keys, separator=separator,
-                                      index=index, wait=wait)
+                                      index=index, wait=wait,
+                                      consistency=None if index else "consistent")
 
     def kv_put(self, key: str, value: bytes | str | None, *, cas: int | None = None,
                acquire: str | None = None, release: str | None = None) -> bool:
+        """PUT; raises :class:`SessionGone` when *acquire* names a session
+        Consul no longer knows."""
         with self.errors(f"writing {key!r}"):
-            return bool(self.client.kv.put(key, value, cas=cas, acquire=acquire, release=release))
+            try:
+                return bool(self.client.kv.put(key, value, cas=cas, acquire=acquire,
+                                               release=release))
+            except consul_exc.ConsulException as exc:
+                if acquire and _INVALID_SESSION.match(str(exc)):
+                    raise SessionGone(f"Consul agent {self.where} no longer knows the session "
+                                      f"while acquiring {key!r} (it expired)") from exc
+                raise
 
     def kv_delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
         with self.errors(f"deleting {key!r}"):
@@ -202,14 +230,21 @@ class ConsulAPI:
     def health_service(self, name: str, index: str | None = None,
                        wait: str | None = None) -> tuple[str, list[dict[str, Any]]]:
         """Every instance of service *name* with its checks (passing or not)."""
+        # Raw call: py-consul's health.service takes no consistency mode.
+        params = [("index", index)] if index else [("consistent", "1")]
+        if index and wait:
+            params.append(("wait", wait))
         with self.errors(f"reading the health of service {name!r}"):
-            idx, entries = self.client.health.service(name, index=index, wait=wait)
+            idx, entries = self.client.http.get(
+                consul_callback.CB.json(index=True), f"/v1/health/service/{name}",
+                params=params, headers=self.client.prepare_headers())
             return idx, list(entries or [])
 
     def catalog_services(self, index: str | None = None,
                          wait: str | None = None) -> tuple[str, dict[str, list[str]]]:
         with self.errors("listing catalog services"):
-            idx, services = self.client.catalog.services(index=index, wait=wait)
+            idx, services = self.client.catalog.services(
+                index=index, wait=wait, consistency=None if index else "consistent")
             return idx, dict(services or {})
 
 

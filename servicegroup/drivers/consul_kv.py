@@ -1,23 +1,33 @@
 """Registered mode of the Consul backend: groups and members as KV keys.
 
-Layout under ``<namespace>/`` (ids percent-encoded, see :func:`enc`):
+Layout under ``<namespace>/`` (ids encoded by :func:`enc`):
 
 - ``<group>/`` - the group marker, created with ``cas=0``;
 - ``<group>/members/<member>`` - a member, acquired with the coordinator's
   session (``Behavior=delete``: it vanishes with the session); the value is
   JSON ``{"member", "capabilities", "created_at", "updated_at"}``;
 - ``<group>/leader`` - the leader key, acquired by the elected member;
-- ``!locks/<name>`` - locks (``!`` never appears in an encoded id).
+- ``=locks/<name>/`` - locks (:data:`LOCKS`: no encoded id can be that
+  segment, see :func:`enc`).
 
 A member counts only while its key is held by a session.
+
+Key names: Consul 1.21.5 refuses (HTTP 500 "invalid key name") every key
+outside ``^[a-zA-Z0-9,_./\\-?&=]+$`` and any key containing ``..``, on reads
+as well as writes; later releases accept more characters but still refuse
+path-traversal segments. So every key this backend builds uses only
+``[A-Za-z0-9,_.=/-]``, never has a ``.`` or ``..`` segment nor ``..``
+anywhere, and the namespace option is held to the same rule
+(:func:`check_namespace`).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import re
+import string
 from typing import TYPE_CHECKING, Any
-import urllib.parse
 
 import tooz
 from tooz import coordination
@@ -34,14 +44,66 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
-def dec(segment: str) -> bytes:
-    return urllib.parse.unquote_to_bytes(segment)
+#: Bytes an id keeps as they are: letters, digits and ``,-_.``. ``?`` and
+#: ``&`` are legal in a Consul key but stay escaped (they read as a query
+#: string in logs and tools); ``=`` is the escape character.
+_KEEP = frozenset((string.ascii_letters + string.digits + ",-_.").encode())
+_DOT = ord(".")
+#: The segment (directly under the namespace) that holds every lock. An
+#: encoded id starts with ``=`` only as ``=XX`` (two upper-case hex digits),
+#: so no group can ever be named ``=locks``.
+LOCKS = "=locks"
+_NAMESPACE = re.compile(r"[A-Za-z0-9,_.-]+(?:/[A-Za-z0-9,_.-]+)*")
 
 
 def enc(raw: bytes) -> str:
-    """An id as one KV path segment: percent-encoded, so ``/`` in an id can
-    never be read as a level and ``!`` (our reserved prefix) never appears."""
-    return urllib.parse.quote(raw, safe="")
+    """An id as one KV path segment that every Consul release accepts.
+
+    A byte outside ``[A-Za-z0-9,-_.]`` becomes ``=`` and two upper-case hex
+    digits (``/`` is ``=2F``, ``=`` itself ``=3D``, UTF-8 ``é`` ``=C3=A9``),
+    and so does a ``.`` that starts the id or follows another ``.``: the
+    segment is then never ``.`` or ``..`` and never contains ``..``. The
+    result is non-empty (ids are), has no ``/``, and :func:`dec` reverses it.
+    """
+    out = []
+    for i, byte in enumerate(raw):
+        if byte in _KEEP and not (byte == _DOT and (i == 0 or raw[i - 1] == _DOT)):
+            out.append(chr(byte))
+        else:
+            out.append(f"={byte:02X}")
+    return "".join(out)
+
+
+def dec(segment: str) -> bytes:
+    """The id :func:`enc` turned into *segment*. ValueError for anything
+    :func:`enc` never writes (another tool's key, :data:`LOCKS`, a key an
+    earlier version of this backend percent-encoded), so such keys are
+    skipped, never misread as an id."""
+    out = bytearray()
+    i = 0
+    while i < len(segment):
+        if segment[i] == "=":
+            out.append(int(segment[i + 1:i + 3], 16))  # ValueError if not hex
+            i += 3
+        else:
+            out.append(ord(segment[i]))  # ValueError past 255; enc() rejects the rest
+            i += 1
+    raw = bytes(out)
+    if enc(raw) != segment:
+        raise ValueError(f"{segment!r} is not an id encoded by this backend")
+    return raw
+
+
+def check_namespace(namespace: str) -> str:
+    """*namespace* if it can prefix Consul keys on every release (see the
+    module docstring), else ValueError saying why."""
+    if (not _NAMESPACE.fullmatch(namespace) or ".." in namespace
+            or "." in namespace.split("/")):
+        raise ValueError(
+            f"namespace {namespace!r} is not a valid Consul key prefix: use segments of "
+            "A-Z a-z 0-9 , _ - . separated by /, without . or .. segments or '..' "
+            "(Consul 1.21.5 refuses other keys with 'invalid key name')")
+    return namespace
 
 
 class KVGroups:
@@ -58,6 +120,16 @@ class KVGroups:
 
     def member_key(self, gid: bytes, mid: bytes) -> str:
         return f"{self.prefix(gid)}members/{enc(mid)}"
+
+    def probe(self) -> None:
+        """Fail at start on a token that cannot read the namespace.
+
+        With ACLs on, Consul answers a single-key read the token may not do
+        with 403, but silently filters recursive and ``?keys`` reads (404 or
+        ``[]``), which would look like empty groups for ever. One single-key
+        GET (404 is fine) turns that into :class:`ConsulAccessDenied`.
+        """
+        self.api.kv_get(f"{self.ns}/", doing=f"reading the namespace {self.ns + '/'!r} at start")
 
     def _marker_exists(self, gid: bytes) -> bool:
         return self.api.kv_get(self.prefix(gid))[1] is not None
@@ -80,8 +152,11 @@ class KVGroups:
         out = []
         for key in keys or []:
             seg = key[len(self.ns) + 1:]
-            if seg.endswith("/") and not seg.startswith("!"):
-                out.append(dec(seg[:-1]))
+            if seg.endswith("/"):
+                try:
+                    out.append(dec(seg[:-1]))
+                except ValueError:
+                    pass  # LOCKS, or a key that is not ours
         return out
 
     def _value(self, capabilities: Capabilities | None, created_at: str | None = None) -> str:
@@ -97,7 +172,7 @@ class KVGroups:
         if not self._marker_exists(gid):
             raise coordination.GroupNotCreated(gid)
         key = self.member_key(gid, self.d._member_raw)
-        if not self.api.kv_put(key, self._value(capabilities), acquire=self.d._ensure_session()):
+        if not self.d.acquire_key(key, self._value(capabilities)):
             raise coordination.MemberAlreadyExist(gid, self.d._member_raw)
 
     def leave(self, gid: bytes) -> None:
@@ -122,7 +197,7 @@ class KVGroups:
                 raise coordination.GroupNotCreated(gid)
             raise coordination.MemberNotJoined(gid, self.d._member_raw)
         created = _decode(entry).get("created_at")
-        if not self.api.kv_put(key, self._value(capabilities, created), acquire=sid):
+        if not self.d.acquire_key(key, self._value(capabilities, created)):
             raise coordination.MemberNotJoined(gid, self.d._member_raw)
 
     def members(self, gid: bytes) -> tuple[str, dict[bytes, dict[str, Any]]]:
@@ -135,7 +210,10 @@ class KVGroups:
         out = {}
         for e in entries:
             if e["Key"].startswith(prefix + "members/") and e.get("Session"):
-                out[dec(e["Key"][len(prefix) + 8:])] = _info(e)
+                try:
+                    out[dec(e["Key"][len(prefix) + 8:])] = _info(e)
+                except ValueError:
+                    continue  # not a key this backend wrote
         return index, out
 
     def member(self, gid: bytes, mid: bytes) -> dict[str, Any]:
@@ -152,8 +230,7 @@ class KVGroups:
         return idx
 
     def try_lead(self, gid: bytes) -> bool:
-        return self.api.kv_put(self.prefix(gid) + "leader", self.d.member_label,
-                               acquire=self.d._ensure_session())
+        return self.d.acquire_key(self.prefix(gid) + "leader", self.d.member_label)
 
     def stand_down(self, gid: bytes) -> bool:
         sid = self.d._session

@@ -2,11 +2,14 @@
 
 Consul's semaphore recipe (HashiCorp tutorial "Create a distributed
 semaphore with Consul KV store and sessions"), turned into a reader/writer
-lock. Everything for lock *name* lives under ``<namespace>/!locks/<name>/``:
+lock. Everything for lock *name* lives under ``<namespace>/=locks/<name>/``
+(``<name>`` encoded like every id, see :mod:`.consul_kv`):
 
 - ``<token>`` - a *contender* key, one per acquisition, acquired with the
-  coordinator's session (``PUT ?acquire=<session>``). Consul deletes it when
-  the session dies (``Behavior=delete``);
+  coordinator's session (``PUT ?acquire=<session>``, through
+  ``ConsulDriver.acquire_key``, which replaces a session Consul reports
+  gone and tries again). Consul deletes it when the session dies
+  (``Behavior=delete``);
 - ``.lock`` - the *lock key*, JSON ``{"holders": {token: {"member",
   "session", "shared"}}}``, only ever changed by check-and-set
   (``?cas=<ModifyIndex>``, ``cas=0`` to create it), so writers that race on
@@ -118,7 +121,7 @@ class ConsulLock(locking.Lock):
             time.monotonic() + float(blocking) if blocking else time.monotonic())
         token = uuid.uuid4().hex
         contender = json.dumps({"member": self._coord.member_label})
-        self._api.kv_put(self._prefix + token, contender, acquire=self._coord._ensure_session())
+        self._coord.acquire_key(self._prefix + token, contender)
         won = False
         try:
             while True:
@@ -128,8 +131,8 @@ class ConsulLock(locking.Lock):
                     # Not (or no longer) ours: the first put was refused, or
                     # the session was replaced and Consul deleted the key
                     # with the old one. Register again; a refusal waits.
-                    if self._api.kv_put(self._prefix + token, contender, acquire=sid):
-                        continue
+                    if self._coord.acquire_key(self._prefix + token, contender):
+                        continue  # registered, maybe with a new session: re-read
                 elif _admits(view.holders, shared):
                     mine = {"member": self._coord.member_label, "session": sid, "shared": shared}
                     body = json.dumps({"holders": {**view.holders, token: mine}})
