@@ -66,6 +66,9 @@ class Member:
         self._background = background
         self._topics: dict[str, dict[str, Any]] = {}
         self._lost: set[str] = set()
+        #: Topics whose removal from the backend is not confirmed (a failed
+        #: join or leave): each beat retries, so no entry outlives our intent.
+        self._unwanted: set[str] = set()
         self._coordinator: coordination.CoordinationDriver | None = None
         self._pid = os.getpid()
         self._lock = threading.RLock()
@@ -101,32 +104,42 @@ class Member:
         self._check_fork()
         with self._ops:
             coord = self.coordinator()
-            with backend.errors_translated(self.url):
-                try:
-                    join_now(coord, topic.encode(), caps)
-                except coordination.MemberAlreadyExist:
-                    # Our own earlier incarnation (e.g. a restart within the TTL):
-                    # replace it, so the new capabilities are what others see.
-                    coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
-                    join_now(coord, topic.encode(), caps)
+            try:
+                with backend.errors_translated(self.url):
+                    try:
+                        join_now(coord, topic.encode(), caps)
+                    except coordination.MemberAlreadyExist:
+                        # Our own earlier incarnation (e.g. a restart within the TTL):
+                        # replace it, so the new capabilities are what others see.
+                        coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
+                        join_now(coord, topic.encode(), caps)
+            except BaseException:
+                # The join may have landed before the failure (a timed-out
+                # beat, a result that came too late): take it back, or this
+                # coordinator would keep a member nobody asked for alive.
+                if topic not in self._topics:
+                    self._withdraw(coord, topic)
+                raise
             with self._lock:
                 self._topics[topic] = caps
                 self._lost.discard(topic)
+                self._unwanted.discard(topic)
         self._ensure_thread()
         return caps
 
     def leave(self, topic: str) -> None:
+        """Leave *topic*. If the backend cannot be told now, the error is
+        raised and each later beat retries until the entry is gone."""
         self._check_fork()
         with self._ops:
             with self._lock:
                 self._topics.pop(topic, None)
                 self._lost.discard(topic)
+                self._unwanted.add(topic)
             coord = self.coordinator()
             with backend.errors_translated(self.url):
-                try:
-                    coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
-                except (coordination.MemberNotJoined, coordination.GroupNotCreated):
-                    pass
+                _leave(coord, topic)
+            self._unwanted.discard(topic)
 
     def beat(self) -> None:
         """One heartbeat cycle: beat, then check (and heal) each topic."""
@@ -145,6 +158,9 @@ class Member:
                 # below might find us listed and the loss would go unreported.
                 for topic in list(self._topics):
                     self._mark_lost(topic, "its backend session expired")
+            for topic in list(self._unwanted):
+                if topic not in self._topics:
+                    self._withdraw(coord, topic)
             for topic, caps in list(self._topics.items()):
                 self._check(coord, topic, caps)
         self.beats += 1
@@ -157,7 +173,7 @@ class Member:
         with self._lock:
             coord, self._coordinator = self._coordinator, None
             if coord is not None and self._pid == os.getpid():
-                for topic in list(self._topics):
+                for topic in list(self._topics) + list(self._unwanted):
                     try:
                         coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
                     except Exception:  # best effort: the TTL finishes the job
@@ -177,11 +193,7 @@ class Member:
         if topic not in self._lost and self._seen is not None and self._seen(topic, self.host, incarnation):
             return  # a fresh view already lists us: no extra read
         group = topic.encode()
-        try:
-            coord.get_member_capabilities(group, self.host.encode()).get(timeout=backend.CALL_TIMEOUT)
-            listed = True
-        except (coordination.MemberNotJoined, coordination.GroupNotCreated):
-            listed = False
+        listed = is_listed(coord, group, self.host.encode())
         if listed and topic not in self._lost:
             return
         if not self._still_joined(topic, caps):
@@ -199,6 +211,16 @@ class Member:
         self._lost.discard(topic)
         LOG.warning("membership_restored: %s is listed in %r again", self.host, topic)
         self._emit(MEMBERSHIP_RESTORED, topic)
+
+    def _withdraw(self, coord: coordination.CoordinationDriver, topic: str) -> None:
+        """Best-effort leave of a topic we do not want; retried each beat."""
+        try:
+            _leave(coord, topic)
+            self._unwanted.discard(topic)
+        except Exception as exc:
+            self._unwanted.add(topic)
+            LOG.warning("%s could not leave %r yet (retrying every beat): %s",
+                        self.host, topic, backend.describe(exc))
 
     def _still_joined(self, topic: str, caps: dict[str, Any]) -> bool:
         with self._lock:
@@ -272,10 +294,60 @@ class Member:
         self._coordinator = None
         self._topics = {}
         self._lost = set()
+        self._unwanted = set()
         self._thread = None
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._ops = threading.RLock()
+
+
+def _leave(coord: coordination.CoordinationDriver, topic: str) -> None:
+    try:
+        coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
+    except (coordination.MemberNotJoined, coordination.GroupNotCreated):
+        pass  # not there: what we wanted
+
+
+def is_listed(coord: coordination.CoordinationDriver, group: bytes, member_id: bytes) -> bool:
+    """Whether *member_id* is in *group*: the heartbeat's self-check.
+
+    One read of the member's own entry everywhere but memcached, where
+    tooz's lookup sweeps the whole group (one GET per member, then a CAS to
+    drop the dead): every member doing that every beat costs the fleet
+    O(N^2) reads per interval. A member only needs its own id in the group
+    key (its beat key it has just written), so there it is one GET of that
+    key. This reaches into tooz's driver, guarded: anything unexpected falls
+    back to tooz's own lookup.
+    """
+    fast = _memcached_group(coord, group)
+    if fast is not None:
+        return member_id in fast
+    try:
+        coord.get_member_capabilities(group, member_id).get(timeout=backend.CALL_TIMEOUT)
+        return True
+    except (coordination.MemberNotJoined, coordination.GroupNotCreated):
+        return False
+
+
+def _memcached_group(coord: coordination.CoordinationDriver, group: bytes) -> dict[bytes, Any] | None:
+    """The raw member dict of a memcached group ({} if the group is gone),
+    or None when *coord* is not tooz's memcached driver as we know it."""
+    try:
+        from tooz.drivers.memcached import MemcachedDriver
+    except ImportError:  # pymemcache missing: not memcached
+        return None
+    if not isinstance(coord, MemcachedDriver):
+        return None
+    try:
+        key = coord._encode_group_id(group)
+        client = coord.client
+    except AttributeError:
+        return None
+    try:
+        members = client.get(key)
+    except Exception as exc:
+        raise coordination.ToozConnectionError(backend.describe(exc)) from None
+    return members if isinstance(members, dict) else {}
 
 
 def join_now(coord: coordination.CoordinationDriver, group: bytes, caps: dict[str, Any]) -> None:

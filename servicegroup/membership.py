@@ -166,9 +166,10 @@ class MembershipView:
     def members(self, topic: str) -> Mapping[str, Capabilities] | None:
         """Live members of *topic*, or ``None`` when the view cannot vouch.
 
-        Never does I/O once the topic is known, except when the refresher has
-        fallen more than ``grace`` behind and one read is due (rate-limited to
-        one attempt per ``max_staleness``).
+        With a refresher thread, never does I/O once the topic has been read
+        once: an answer past ``grace`` is ``None``, and the refresher keeps
+        trying. The first read of a topic is done by the caller
+        (rate-limited to one attempt per ``max_staleness`` while it fails).
         """
         snap = self._snapshots.get(topic)
         thread = self._thread
@@ -176,15 +177,20 @@ class MembershipView:
                 and not self._stopped.is_set():
             # Threads do not survive fork(): restart the refresher in the child.
             self._interest(topic)
-        # With a refresher thread, readers only fetch when it has fallen
-        # behind by more than grace; without one (one-shot CLI commands,
-        # tests), a read refreshes whatever is older than max_staleness.
-        limit = self.grace if self._start_thread else self.max_staleness
-        if snap is None or self._clock() - snap.fetched_at > limit:
+        if snap is None:
+            # The first read of a topic is the caller's (rate-limited while it
+            # fails): there is nothing to answer from yet.
             self._interest(topic)
             if self._may_attempt(topic):
                 self.refresh(topic)
             snap = self._snapshots.get(topic)
+        elif not self._start_thread and self._clock() - snap.fetched_at > self.max_staleness:
+            # No refresher (one-shot CLI commands, tests): reads refresh.
+            if self._may_attempt(topic):
+                self.refresh(topic)
+            snap = self._snapshots.get(topic)
+        # With a refresher, a known topic never costs the caller I/O: an old
+        # snapshot means the backend is failing, and the refresher is on it.
         if snap is None or self._clock() - snap.fetched_at > self.grace:
             return None
         if self._hidden.get(topic):

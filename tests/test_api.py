@@ -6,6 +6,8 @@ import threading
 
 import pytest
 
+from tooz import coordination
+
 from servicegroup import errors
 from servicegroup.api import ServiceGroup
 from servicegroup.heartbeat import MEMBERSHIP_LOST, MEMBERSHIP_RESTORED
@@ -280,3 +282,35 @@ def test_join_after_stop_is_refused_and_starts_nothing(make_sg):
     with pytest.raises(errors.ServiceGroupError, match="stopped"):
         sg.join("host-a", "compute")
     assert sg._members == {}
+
+
+def test_a_join_that_fails_after_landing_is_taken_back(make_sg, server):
+    """The join reached the backend, then its first beat failed: the caller
+    gets the error, and no member entry is left for the coordinator to keep
+    alive (a ghost: 'up' in a topic whose join raised)."""
+    sg = make_sg()
+    sg.join("host-a", "compute")
+
+    def fail() -> None:
+        raise coordination.ToozConnectionError("beat lost")
+
+    server.on_heartbeat.append(fail)
+    with pytest.raises(errors.BackendUnavailable):
+        sg.join("host-a", "scheduler")
+    server.on_heartbeat.clear()
+    assert b"host-a" not in server.live(b"scheduler")
+    assert sg.records.get("host-a", "scheduler") is None, "and no record"
+
+
+def test_a_leave_the_backend_missed_is_retried_by_the_next_beat(make_sg, server):
+    sg = make_sg()
+    sg.join("host-a", "compute")
+    sg.join("host-a", "scheduler")
+    server.down = True
+    with pytest.raises(errors.BackendUnavailable):
+        sg.leave("host-a", "scheduler")
+    server.down = False
+    assert b"host-a" in server.live(b"scheduler"), "still listed: the backend never heard"
+    sg.heartbeat("host-a")
+    assert b"host-a" not in server.live(b"scheduler")
+    assert b"host-a" in server.live(b"compute")
