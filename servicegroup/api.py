@@ -436,6 +436,7 @@ class ServiceGroup:
         """
         if self._reader_pid != os.getpid():
             self._lock = threading.RLock()
+            self._flags_lock = threading.Lock()
             self._reader, self._reader_pid = None, os.getpid()
             self._pushes = {}
 

@@ -167,6 +167,7 @@ class Member:
 
     def stop(self) -> None:
         """Stop beating and leave every topic (others see us gone at once)."""
+        self._check_fork()  # before any lock: the parent's may be held forever here
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=max(5.0, self.report_interval))

@@ -28,10 +28,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
 from typing import Any
+import weakref
 
 from tooz import coordination
 
@@ -159,6 +161,16 @@ class MembershipView:
         # no read that started later has committed already.
         self._read_seq = 0
         self._committed: dict[str, int] = {}
+        self.dispatcher = _Dispatcher()
+        _reinit_in_forked_children(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks, events and dispatcher. A lock a
+        parent thread held at fork time would be held forever here, and the
+        parent's threads (refresher, dispatcher) do not exist in the child;
+        the refresher restarts on the next read (see :meth:`members`)."""
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
         self.dispatcher = _Dispatcher()
 
     # -- reading ---------------------------------------------------------
@@ -411,6 +423,19 @@ class MembershipView:
                 del hidden[host]  # lapsed: see hide()
             elif caps is not None and caps.get(INCARNATION) != incarnation:
                 del hidden[host]  # back with a new incarnation: the nack did its job
+
+
+def _reinit_in_forked_children(view: MembershipView) -> None:
+    """Run ``view._after_fork()`` in every child forked while *view* lives
+    (held weakly: registering must not keep views alive)."""
+    ref = weakref.ref(view)
+
+    def after() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._after_fork()
+
+    os.register_at_fork(after_in_child=after)
 
 
 def diff(old: Mapping[str, Capabilities], new: Mapping[str, Capabilities]) -> tuple[list[str], list[str]]:

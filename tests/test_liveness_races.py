@@ -8,7 +8,9 @@ depends on thread scheduling or on wall-clock time.
 from __future__ import annotations
 
 import threading
+import time
 
+import pytest
 
 from servicegroup import backend
 from servicegroup.heartbeat import Member
@@ -221,3 +223,52 @@ def test_cli_watch_with_count_does_not_wait_out_its_timeout(monkeypatch, capsys)
             t.cancel()
     assert lingering == [], "a non-daemon thread keeps the process alive after the command"
     assert "join compute host-a" in capsys.readouterr().out
+
+
+def test_a_real_fork_while_parent_threads_hold_every_lock_does_not_deadlock_the_child(make_sg):
+    """os.fork() while parent threads hold the facade's, the member's, the
+    view's and the dispatcher's locks: the child reads, joins and stops
+    (its own sessions, fresh locks) and exits; the parent is untouched."""
+    import os
+
+    sg = make_sg()
+    sg.join("host-a", "compute")
+    member = sg._members["host-a"]
+    locks = [sg._lock, sg._flags_lock, member._lock, member._ops, sg._view._lock, sg._view.dispatcher._lock]
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(30)
+        for lock in reversed(locks):
+            lock.release()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest here, just an exit code
+        code = 1
+        try:
+            sg._view._snapshots.clear()
+            ok = sg.is_up(topic="compute", host="host-a") and sg.join("host-b", "compute").host == "host-b"
+            sg.stop()
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join(10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child deadlocked")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sg.is_up(topic="compute", host="host-a"), "the parent goes on as before"
