@@ -239,3 +239,20 @@ def test_memcached_self_check_is_one_get_however_big_the_group(fresh_server):
         for c in coords:
             c.stop()
         stats.close()
+
+
+def test_reading_a_topic_nobody_joined_creates_nothing_in_zookeeper(zookeeper_server, tmp_path):
+    tgt = _target("zk", zookeeper_server, tmp_path)
+    topic = f"never-{uuid.uuid4().hex[:8]}"
+    sg = ServiceGroup(**tgt.kwargs())
+    probe = coordination.get_coordinator(zookeeper_server.url, b"probe")
+    probe.start()
+    try:
+        assert sg.is_up(topic=topic, host="host-a") is False
+        sg._view.refresh(topic)
+        assert topic.encode() not in probe.get_groups().get(), "a read must not create the group"
+        sg.join("host-a", topic)  # once it exists, changes are pushed
+        assert wait_for(lambda: sg._pushes.get(topic) is not None)
+    finally:
+        probe.stop()
+        sg.stop()

@@ -130,6 +130,7 @@ class ServiceGroup:
             grace=service_down_time,
             start_thread=background,
             also_refresh=self._refresh_flags,
+            on_forget=self._forget_topic,
             **view_kw,
         )
         self._refresh_flags()
@@ -455,17 +456,19 @@ class ServiceGroup:
 
     def _fetch_with(self, coord: coordination.CoordinationDriver, topic: str) -> dict[str, dict[str, Any]]:
         group = topic.encode()
-        if self._background and topic not in self._pushes and not self._stopped:
-            # ZooKeeper/etcd/Consul push changes: wake the view at once (push.py).
-            # Marked first, so a slow subscribe is attempted once, not by every reader.
-            self._pushes[topic] = None
-            self._pushes[topic] = push.subscribe(coord, self._scheme, topic, self._view.poke)
         beats: dict[bytes, float | None] = {}
         with backend.errors_translated(self.url):
             try:
                 raw = _read_members(coord, group, beats)
             except coordination.GroupNotCreated:
-                return Members()  # nobody ever joined: an empty group, not an error
+                # Nobody ever joined: an empty group, not an error. Push only
+                # for a watched topic: on ZooKeeper subscribing creates the
+                # group's node, which a mere read (a typo'd or dead direct
+                # matchmaker name) must not do.
+                if self._view.watched(topic):
+                    self._subscribe(coord, topic)
+                return Members()
+        self._subscribe(coord, topic)
         members = Members()
         for member_id, caps in raw.items():
             host = member_id.decode("utf-8", "replace") if isinstance(member_id, bytes) else str(member_id)
@@ -477,6 +480,31 @@ class ServiceGroup:
             if beat is not None:
                 members.beats[host] = beat
         return members
+
+    def _subscribe(self, coord: coordination.CoordinationDriver, topic: str) -> None:
+        """ZooKeeper/etcd/Consul push changes: wake the view at once (push.py).
+
+        After a read that found the group; marked first, so a slow subscribe
+        is attempted once, not by every reader. The poke re-reads once, so a
+        change between that read and the subscription is not left to the
+        next poll.
+        """
+        if not self._background or topic in self._pushes or self._stopped:
+            return
+        self._pushes[topic] = None
+        self._pushes[topic] = push.subscribe(coord, self._scheme, topic, self._view.poke)
+        if self._pushes[topic] is not None:
+            self._view.poke(topic)
+
+    def _forget_topic(self, topic: str) -> None:
+        """The view dropped an idle topic: drop its push subscription too."""
+        with self._lock:
+            cancel = self._pushes.pop(topic, None)
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception:  # a dead subscription is already cancelled
+                pass
 
     def _refresh_flags(self) -> None:
         gen = self._flags_gen

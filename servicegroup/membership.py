@@ -136,6 +136,8 @@ class MembershipView:
         wall_clock: Callable[[], float] = time.time,
         start_thread: bool = True,
         also_refresh: Callable[[], None] | None = None,
+        on_forget: Callable[[str], None] | None = None,
+        forget_after: float | None = None,
     ) -> None:
         self._fetch = fetch
         self.max_staleness = max_staleness
@@ -155,6 +157,12 @@ class MembershipView:
         self._start_thread = start_thread
         self._failing: set[str] = set()
         self._also_refresh = also_refresh
+        self._on_forget = on_forget
+        #: A topic nobody read or watched for this long stops being polled
+        #: (a dead matchmaker direct name must not cost a read per interval
+        #: forever); its next read is a first read again.
+        self.forget_after = forget_after if forget_after is not None else max(300.0, 10 * grace)
+        self._last_read: dict[str, float] = {}
         self._last_seen: dict[tuple[str, str], float] = {}
         # Reads of one topic may overlap (refresher thread, readers, watch()):
         # each read takes a number when it starts, and a read only commits if
@@ -184,6 +192,7 @@ class MembershipView:
         (rate-limited to one attempt per ``max_staleness`` while it fails).
         """
         snap = self._snapshots.get(topic)
+        self._last_read[topic] = self._clock()
         thread = self._thread
         if self._start_thread and thread is not None and not thread.is_alive() \
                 and not self._stopped.is_set():
@@ -314,12 +323,31 @@ class MembershipView:
         return True
 
     def refresh_all(self) -> None:
+        self._forget_idle()
         for topic in sorted(self._topics):
             if self._stopped.is_set():
                 return
             self.refresh(topic)
         if self._also_refresh is not None and not self._stopped.is_set():
             self._also_refresh()
+
+    def _forget_idle(self) -> None:
+        now = self._clock()
+        with self._lock:
+            idle = [t for t in self._topics if not self._watches.get(t)
+                    and now - self._last_read.get(t, now) > self.forget_after]
+            for topic in idle:
+                self._topics.discard(topic)
+                for table in (self._snapshots, self._last_read, self._committed, self._hidden,
+                              self._last_attempt):
+                    table.pop(topic, None)
+                self._failing.discard(topic)
+                for key in [k for k in self._last_seen if k[0] == topic]:
+                    del self._last_seen[key]
+        for topic in idle:
+            LOG.debug("membership of %r no longer read: not polled any more", topic)
+            if self._on_forget is not None:
+                self._on_forget(topic)
 
     def poke(self, topic: str | None = None) -> None:
         """Ask the refresher to run now (event-driven backends call this)."""
@@ -336,6 +364,7 @@ class MembershipView:
     def _interest(self, topic: str) -> None:
         with self._lock:
             self._topics.add(topic)
+            self._last_read.setdefault(topic, self._clock())
             if self._start_thread and (self._thread is None or not self._thread.is_alive()) \
                     and not self._stopped.is_set():
                 self._thread = threading.Thread(target=self._run, name="servicegroup-view", daemon=True)
@@ -382,6 +411,10 @@ class MembershipView:
         if topic not in self._snapshots:
             self.refresh(topic)
         return handle
+
+    def watched(self, topic: str) -> bool:
+        """Whether anyone watches *topic* (an explicit interest in changes)."""
+        return bool(self._watches.get(topic))
 
     def notify_change(self, topic: str) -> None:
         """Tell *topic*'s ``on_change`` watchers to re-read (for changes made

@@ -314,3 +314,26 @@ def test_a_leave_the_backend_missed_is_retried_by_the_next_beat(make_sg, server)
     sg.heartbeat("host-a")
     assert b"host-a" not in server.live(b"scheduler")
     assert b"host-a" in server.live(b"compute")
+
+
+def test_a_topic_nobody_reads_any_more_stops_being_polled(clock):
+    """A dead matchmaker direct name ('compute.host-9') read once must not
+    cost a backend read per interval forever; watched topics stay."""
+    from servicegroup.membership import MembershipView
+
+    reads: list[str] = []
+    forgotten: list[str] = []
+
+    def fetch(topic):
+        reads.append(topic)
+        return {}
+
+    view = MembershipView(fetch, max_staleness=0.5, grace=3.0, clock=clock, start_thread=False,
+                          on_forget=forgotten.append, forget_after=60.0)
+    view.members("compute.host-9")
+    view.watch("compute")
+    clock.advance(61.0)
+    reads.clear()
+    view.refresh_all()
+    assert reads == ["compute"] and forgotten == ["compute.host-9"]
+    assert view.members("compute.host-9") == {}, "asked again: a first read again"
