@@ -60,11 +60,21 @@ def wait_for(predicate: Callable[[], bool], bound: float = BOUND, step: float = 
     return predicate()
 
 
+#: ``servicegroup`` with the root logger at INFO (the CLI's default is
+#: WARNING): recoveries and re-joins show in a failing test's output.
+_MAIN_AT_INFO = (
+    "import logging, sys\n"
+    "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')\n"
+    "from servicegroup import cli\n"
+    "sys.exit(cli.main(sys.argv[1:]))\n"
+)
+
+
 class MemberProcess:
     """``python -m servicegroup join`` for one host, collecting its output."""
 
     def __init__(self, target: Target, host: str, topic: str) -> None:
-        cmd = [sys.executable, "-m", "servicegroup", "join", "--host", host, "--topic", topic,
+        cmd = [sys.executable, "-c", _MAIN_AT_INFO, "join", "--host", host, "--topic", topic,
                "--driver", target.driver, "--records-url", target.records_url,
                "--report-interval", str(REPORT_INTERVAL), "--service-down-time", str(DOWN_TIME)]
         if target.url:
@@ -83,7 +93,7 @@ class MemberProcess:
     def saw(self, text: str) -> bool:
         return any(text in line for line in self.lines)
 
-    def tail(self, n: int = 12) -> str:
+    def tail(self, n: int = 40) -> str:
         """The last *n* output lines, for assertion messages."""
         return "\n".join(f"  {self.host}| {line}" for line in self.lines[-n:]) or f"  {self.host}| (no output)"
 
