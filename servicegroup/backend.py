@@ -61,21 +61,22 @@ def _registrations(scheme: str) -> int:
 
 
 def where(url: str) -> str:
-    """``scheme host:port`` of *url*, safe to show (no credentials)."""
-    parts = urllib.parse.urlsplit(url)
+    """``scheme host:port`` of *url*, safe to show (no credentials). Never
+    raises: it names the backend in messages about malformed URLs too."""
     try:
-        port = parts.port
-    except ValueError:
-        port = None
+        parts = urls.split(url)
+    except errors.InvalidURL:
+        return f"{url.partition('://')[0]} backend {urls.redact(url)}"
     if parts.scheme in _FILE_SCHEMES or not parts.hostname:
         return f"{parts.scheme} backend {urls.redact(url)}"
-    return f"{parts.scheme} backend at {parts.hostname}:{port if port else '(default port)'}"
+    return f"{parts.scheme} backend at {parts.hostname}:{parts.port if parts.port else '(default port)'}"
 
 
-def describe(exc: BaseException) -> str:
-    """A one-line, credential-free description of *exc*."""
+def describe(exc: BaseException, url: str | None = None) -> str:
+    """A one-line, credential-free description of *exc*; with *url*, that
+    URL's password and secret options are masked wherever they occur."""
     text = str(exc) or type(exc).__name__
-    return urls.redact(text.splitlines()[0] if text else text)
+    return urls.redact(text.splitlines()[0] if text else text, url=url)
 
 
 def probe_tcp(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
@@ -85,17 +86,11 @@ def probe_tcp(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
     timeout, pymemcache connects lazily); one TCP connect gives every backend
     the same bounded, clear failure.
     """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme in _FILE_SCHEMES or not parts.hostname:
+    parts = urls.split(url)  # a malformed URL is InvalidURL, redacted
+    if parts.scheme in _FILE_SCHEMES or not parts.hostname or parts.port is None:
         return
     try:
-        port = parts.port
-    except ValueError:
-        raise errors.InvalidURL(f"malformed port in URL {urls.redact(url)}") from None
-    if port is None:
-        return
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
             pass
     except OSError as exc:
         raise errors.BackendUnavailable(
@@ -112,10 +107,10 @@ def errors_translated(url: str) -> Iterator[None]:
         raise
     except (coordination.ToozConnectionError, coordination.OperationTimedOut, OSError) as exc:
         # OSError: socket errors some client libraries let through untranslated.
-        raise errors.BackendUnavailable(f"{where(url)}: {describe(exc)}") from None
+        raise errors.BackendUnavailable(f"{where(url)}: {describe(exc, url)}") from None
     except tooz.ToozError as exc:
         # InvalidId & co. are already our typed errors (they subclass them).
-        raise errors.ServiceGroupError(f"{where(url)}: {describe(exc)}") from None
+        raise errors.ServiceGroupError(f"{where(url)}: {describe(exc, url)}") from None
 
 
 def start(factory: CoordinatorFactory, url: str, member_id: str, *,
@@ -126,6 +121,10 @@ def start(factory: CoordinatorFactory, url: str, member_id: str, *,
     it from a group): tooz's memcached and Redis drivers heartbeat inside
     ``start()``, which would refresh that member's TTL key and keep a dead
     host alive in every group it was in. Such a coordinator never beats.
+
+    A ``ValueError`` or ``TypeError`` while the driver is built or starts
+    (``int('abc')`` on an option, an unknown client keyword) is a
+    configuration error: :class:`InvalidURL`, never "cannot start".
     """
     if factory is default_factory:
         probe_tcp(url)
@@ -137,8 +136,16 @@ def start(factory: CoordinatorFactory, url: str, member_id: str, *,
             coord.start(start_heart=False)
         except (errors.ServiceGroupError, tooz.ToozError):
             raise
+        except (ValueError, TypeError) as exc:
+            # Name the option whose value the error quotes, when one does.
+            named = [name for name, value in urls.query_options(url).items()
+                     if value and not urls.is_secret_option(name) and repr(value) in str(exc)]
+            which = f"option {named[0]}" if len(named) == 1 else "an option value"
+            raise errors.InvalidURL(
+                f"{which} in {urls.redact(url)} is not valid: {describe(exc, url)}"
+            ) from None
         except Exception as exc:  # client libraries raise anything at connect
-            raise errors.BackendUnavailable(f"cannot start {where(url)}: {describe(exc)}") from None
+            raise errors.BackendUnavailable(f"cannot start {where(url)}: {describe(exc, url)}") from None
     return coord
 
 

@@ -389,3 +389,36 @@ def test_with_liveness_returns_a_copy() -> None:
     svc = Service(1, "u", "h", "t", None, 0, 0, False, None, False, None, None, None)
     live = svc.with_liveness(True, now)
     assert (live.up, live.last_seen_up, svc.up) == (True, now, None)
+
+
+@pytest.mark.parametrize("url,dialect", [("oracle://u:s3cret@h/x", "oracle"),
+                                         ("mssql+pyodbc://u:s3cret@h/x", "mssql")])
+def test_unsupported_dialect_is_invalid_url_naming_it_and_the_supported_ones(url: str, dialect: str) -> None:
+    with pytest.raises(errors.InvalidURL) as info:
+        Records(url, migrate=False)
+    message = str(info.value)
+    assert repr(dialect) in message and "sqlite, postgresql or mysql/mariadb" in message
+    assert "s3cret" not in message
+
+
+def test_a_supported_dialect_with_a_dbapi_not_installed_is_invalid_url() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("asyncpg") is not None:
+        pytest.skip("asyncpg is installed here")
+    with pytest.raises(errors.InvalidURL, match="not installed") as info:
+        Records("postgresql+asyncpg://u:s3cret@h/x", migrate=False)
+    assert "s3cret" not in str(info.value)
+
+
+def test_port_zero_in_a_records_url_is_invalid_url() -> None:
+    with pytest.raises(errors.InvalidURL, match="port 0"):
+        Records("postgresql://u:pw@127.0.0.1:0/x", migrate=False)
+
+
+def test_sqlite_option_pysqlite_would_ignore_is_refused_by_name(tmp_path) -> None:
+    with pytest.raises(errors.InvalidURL, match="bogus"):
+        Records(f"sqlite:///{tmp_path / 'r.sqlite'}?bogus=1", migrate=False)
+    assert not (tmp_path / "r.sqlite").exists()
+    Records(f"sqlite:///{tmp_path / 'r.sqlite'}?timeout=5").dispose()
+    Records(f"sqlite:///{tmp_path / 'r.sqlite'}?uri=true&cache=shared", migrate=False).dispose()

@@ -16,6 +16,7 @@ options before anything connects.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import metadata
 import math
 import urllib.parse
@@ -74,7 +75,10 @@ TOOZ_URL_OPTIONS: dict[str, frozenset[str]] = {
     "memcached": frozenset(
         _TIMEOUTS | _EXECUTOR
         | {"max_pool_size", "ssl", "ssl_ca_cert", "ssl_certfile",
-           "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname"}
+           "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname",
+           # the names tooz 9.1's memcached driver actually reads for TLS:
+           "use_ssl", "ca_cert", "ssl_cert", "ssl_key", "ssl_key_password",
+           "ssl_ciphers"}
     ),
     "redis": frozenset(
         _TIMEOUTS | _EXECUTOR
@@ -91,6 +95,66 @@ TOOZ_URL_OPTIONS: dict[str, frozenset[str]] = {
 TOOZ_URL_OPTIONS["kazoo"] = TOOZ_URL_OPTIONS["zookeeper"]
 TOOZ_URL_OPTIONS["etcd3+https"] = TOOZ_URL_OPTIONS["etcd3+http"]
 
+#: Options tooz's drivers convert with ``int()`` (tooz 9.1); the other
+#: numeric options (below) are converted with ``float()``. A value they
+#: cannot convert used to fail at connect, deep in a client library, and be
+#: reported as an unreachable backend.
+TOOZ_INT_OPTIONS: dict[str, frozenset[str]] = {
+    "zookeeper": frozenset({"timeout"}),
+    "memcached": frozenset({"timeout", "membership_timeout", "lock_timeout",
+                            "leader_timeout", "max_pool_size"}),
+    "redis": frozenset({"timeout", "lock_timeout", "db"}),
+    "etcd3+http": frozenset({"timeout", "lock_timeout", "membership_timeout"}),
+}
+TOOZ_INT_OPTIONS["kazoo"] = TOOZ_INT_OPTIONS["zookeeper"]
+TOOZ_INT_OPTIONS["etcd3+https"] = TOOZ_INT_OPTIONS["etcd3+http"]
+
+#: Numeric options that are whole numbers for every backend.
+_WHOLE = frozenset({"db", "max_pool_size", "max_workers"})
+
+#: Numeric options whose 0 is meaningful (a database number, "no health
+#: checks"); every other numeric option must be > 0: a TTL of 0 is "never
+#: expires" to memcached, a dead member listed forever.
+_ZERO_ALLOWED = frozenset({"db", "health_check_interval"})
+
+#: The SQL driver's own option names that mean something else in a records
+#: URL (pysqlite's ``timeout`` is its busy timeout, not a membership TTL):
+#: never carried from the records URL into the ``db`` liveness URL.
+_RECORDS_ONLY = frozenset({"timeout", "table_prefix"})
+
+
+def is_numeric_option(name: str) -> bool:
+    """Options that are numbers in every backend we know: timeouts, TTLs,
+    intervals, pool sizes, the Redis database number."""
+    return (name in ("timeout", "ttl", "db", "max_pool_size", "max_workers")
+            or name.endswith(("_timeout", "_interval")))
+
+
+def check_numeric_options(url: str, scheme: str, names: Iterable[str]) -> None:
+    """Refuse a numeric option among *names* the backend could not use,
+    naming it.
+
+    Whole numbers where tooz converts with ``int()`` (``timeout=2.5`` fails
+    there), finite numbers everywhere, > 0 except where 0 means something.
+    """
+    whole_numbers = TOOZ_INT_OPTIONS.get(scheme, frozenset()) | _WHOLE
+    names = set(names)
+    for name, raw in urls.query_options(url).items():
+        if name not in names or not is_numeric_option(name):
+            continue
+        whole = name in whole_numbers
+        zero_ok = name in _ZERO_ALLOWED
+        try:
+            value = float(int(raw)) if whole else float(raw)
+        except (ValueError, OverflowError):
+            value = math.nan
+        if math.isfinite(value) and (value >= 0 if zero_ok else value > 0):
+            continue
+        raise errors.InvalidURL(
+            f"option {name}={raw!r} in {scheme} URL {urls.redact(url)} must be "
+            f"{'a whole number' if whole else 'a number'} {'>= 0' if zero_ok else '> 0'}"
+        )
+
 
 def registered_schemes() -> set[str]:
     """Every scheme some installed package registered under ``tooz.backends``."""
@@ -102,7 +166,12 @@ def records_to_sql_url(records_url: str) -> str:
 
     The SQL liveness backend picks its own DBAPI per dialect, so
     ``postgresql+psycopg2://`` and ``mysql+pymysql://`` map to the plain
-    dialect schemes it registers.
+    dialect schemes it registers. The user name and password are
+    re-encoded: SQLAlchemy accepts ``u:s3#cret@db`` in a records URL, but
+    tooz parses its URL with ``urlsplit``, which needs them percent-encoded.
+    The records URL's options are SQLAlchemy's and the DBAPI's: they are
+    kept, except those that name one of the SQL driver's own options
+    (:data:`_RECORDS_ONLY`) with another meaning.
     """
     scheme, sep, rest = records_url.partition("://")
     if not sep:
@@ -112,10 +181,25 @@ def records_to_sql_url(records_url: str) -> str:
         dialect = "mysql"
     if dialect not in ("sqlite", "postgresql", "mysql"):
         raise errors.InvalidURL(
-            f"records database dialect {dialect!r} has no SQL liveness backend "
-            f"(sqlite, postgresql and mysql do); set [servicegroup] url"
+            f"records database dialect {dialect!r} is not supported (sqlite, "
+            f"postgresql, mysql/mariadb are): {urls.redact(records_url)}"
         )
+    at = urls.userinfo_end(rest, 0)
+    if at != -1:
+        user, colon, password = rest[:at].partition(":")
+        userinfo = _quote(user) + (":" + _quote(password) if colon else "")
+        rest = f"{userinfo}@{rest[at + 1:]}"
+    base, mark, query = rest.partition("?")
+    if mark:
+        kept = [(k, v) for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)
+                if k not in _RECORDS_ONLY]
+        rest = base + ("?" + urllib.parse.urlencode(kept) if kept else "")
     return f"sql+{dialect}://{rest}"
+
+
+def _quote(part: str) -> str:
+    # SQLAlchemy unquotes the user name and password; so does the SQL driver.
+    return urllib.parse.quote(urllib.parse.unquote(part), safe="")
 
 
 def _scheme(url: str) -> str:
@@ -164,6 +248,7 @@ def resolve(
     """
     if not driver:
         raise errors.UnknownDriver("", list(DEFAULT_URLS))
+    dbapi_options: set[str] = set()
     if "://" in driver:
         if url and url != driver:
             raise errors.ConfigError(
@@ -173,6 +258,10 @@ def resolve(
         target = driver
     elif driver in DEFAULT_URLS:
         target = url or DEFAULT_URLS[driver] or records_to_sql_url(records_url)
+        if not url and DEFAULT_URLS[driver] is None:
+            # The records URL's options are SQLAlchemy's and the DBAPI's,
+            # checked by the records engine (servicegroup.records.engine).
+            dbapi_options = set(urls.query_options(target))
         scheme = _scheme(target)
         if scheme not in ALIAS_SCHEMES[driver]:
             raise errors.ConfigError(
@@ -186,10 +275,11 @@ def resolve(
     scheme = _scheme(target)
     if scheme not in registered_schemes():
         raise errors.UnknownDriver(scheme + "://", list(DEFAULT_URLS))
-    urls.host_port(target)  # refuses a malformed port, redacted
+    urls.split(target)  # refuses a malformed host, port or userinfo, redacted
     allowed = allowed_options(scheme)
     if allowed is not None:
-        urls.check_options(target, allowed, scheme)
+        urls.check_options(target, allowed | dbapi_options, scheme)
+        check_numeric_options(target, scheme, allowed)
     if ttl is not None and scheme in TTL_OPTION:
         target = with_option(target, TTL_OPTION[scheme], str(math.ceil(ttl)))
     return target

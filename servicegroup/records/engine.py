@@ -22,8 +22,9 @@ import contextlib
 import logging
 import math
 import os
-import weakref
 from typing import Any, TypeVar
+from urllib.parse import unquote
+import weakref
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -31,7 +32,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from servicegroup import errors
-from servicegroup.urls import redact
+from servicegroup.urls import redact, userinfo_end
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,15 +55,48 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+#: Dialects the records layer is built and tested for.
+SUPPORTED_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
+
+#: Query options pysqlite takes (SQLAlchemy silently drops any other unless
+#: ``uri=true``, which hands them to SQLite as URI parameters).
+SQLITE_OPTIONS = frozenset({"uri", "timeout", "isolation_level", "detect_types",
+                            "check_same_thread", "cached_statements"})
+
+
 def parse(url: str) -> URL:
-    """Parse *url*, adding the default DBAPI; malformed -> InvalidURL."""
+    """Parse *url*, adding the default DBAPI; malformed -> InvalidURL.
+
+    Refused here, before any connection, each as InvalidURL with the URL
+    redacted: a dialect other than :data:`SUPPORTED_DIALECTS` (their DBAPI
+    is not installed: a ModuleNotFoundError otherwise), port 0, a SQLite
+    option pysqlite would ignore, and a user name or password SQLAlchemy
+    would read differently from what it looks like (an unencoded ``@``).
+    """
     if not isinstance(url, str) or not url.strip():
         raise errors.InvalidURL("records URL is empty: give e.g. sqlite:///servicegroup.sqlite")
     try:
         parsed = sa.make_url(url)
-    except (sa_exc.ArgumentError, ValueError) as exc:
-        raise errors.InvalidURL(f"malformed records URL {redact(url)}: {_first_line(exc)}") from None
+    except (sa_exc.ArgumentError, ValueError):
+        # Not the exception's text: it may quote part of the password.
+        raise errors.InvalidURL(f"malformed records URL {redact(url)}") from None
     backend, _, dbapi = parsed.drivername.partition("+")
+    if backend not in SUPPORTED_DIALECTS:
+        raise errors.InvalidURL(
+            f"records database dialect {backend!r} is not supported in {redact(url)}: "
+            "use sqlite, postgresql or mysql/mariadb"
+        )
+    _check_userinfo(url, parsed)
+    if parsed.port == 0:
+        raise errors.InvalidURL(f"port 0 in records URL {redact(url)}: give the server's port or none")
+    if backend == "sqlite" and not _true(parsed.query.get("uri")):
+        ignored = sorted(set(parsed.query) - SQLITE_OPTIONS)
+        if ignored:
+            raise errors.InvalidURL(
+                f"unknown option(s) {', '.join(ignored)} in records URL {redact(url)}; "
+                f"SQLite takes {', '.join(sorted(SQLITE_OPTIONS))} (SQLite URI "
+                "parameters need uri=true)"
+            )
     if not dbapi and backend in DEFAULT_DBAPI:
         parsed = parsed.set(drivername=f"{backend}+{DEFAULT_DBAPI[backend]}")
     try:
@@ -73,6 +107,29 @@ def parse(url: str) -> URL:
             "(sqlite, postgresql and mysql are supported)"
         ) from None
     return parsed
+
+
+def _check_userinfo(url: str, parsed: URL) -> None:
+    """Refuse a userinfo SQLAlchemy splits elsewhere than :mod:`servicegroup.urls`
+    does: with an unencoded ``@`` in the password, SQLAlchemy takes the text
+    after the first ``@`` as the host, so the password's tail would be
+    "resolved" as a host name, and quoted in the DNS error."""
+    scheme_end = url.find("://")
+    at = userinfo_end(url, scheme_end + 3) if scheme_end != -1 else -1
+    if at == -1:
+        return
+    user, colon, password = url[scheme_end + 3:at].partition(":")
+    if unquote(user) != (parsed.username or "") or (colon and unquote(password) != (parsed.password or "")):
+        raise errors.InvalidURL(
+            f"ambiguous user name or password in records URL {redact(url)}: "
+            "percent-encode an '@' in them as %40"
+        )
+
+
+def _true(value: object) -> bool:
+    if isinstance(value, tuple):
+        value = value[-1] if value else None
+    return str(value).lower() in ("1", "true", "yes", "on")
 
 
 def describe(url: URL) -> str:
@@ -106,6 +163,10 @@ def create(url: str, connect_timeout: float = 5.0) -> Engine:
             connect_args.pop(key)
     try:
         engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+    except ImportError as exc:  # a supported dialect with a DBAPI not installed
+        raise errors.InvalidURL(
+            f"records URL {redact(url)} needs a DBAPI that is not installed: {_first_line(exc)}"
+        ) from None
     except (sa_exc.ArgumentError, TypeError, ValueError) as exc:
         raise errors.InvalidURL(f"bad records URL {redact(url)}: {_first_line(exc)}") from None
     if backend == "sqlite":
