@@ -15,13 +15,27 @@ two beats, and guessing a fix hides the mistake.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from typing import Any
 
 from oslo_config import cfg
 
 from servicegroup import errors
+from servicegroup import urls
 
 DEFAULT_RECORDS_URL = "sqlite:///servicegroup.sqlite"
+
+#: Smallest timing accepted anywhere (the oslo options' ``min``): library
+#: arguments and CLI flags get the same floor as the config file.
+MIN_SECONDS = 0.01
+
+#: Largest timing accepted: 30 days. Past it memcached reads a TTL as an
+#: absolute Unix time (so every key would expire at once), and long before
+#: ``threading`` waits overflow.
+MAX_SECONDS = 30 * 24 * 3600.0
+
+TIMINGS = ("report_interval", "service_down_time", "max_staleness")
 
 servicegroup_group = cfg.OptGroup(
     "servicegroup", title="Service group", help="Liveness of services: which backend answers is_up()."
@@ -40,19 +54,20 @@ SERVICEGROUP_OPTS = [
         "for db, the [database] connection). May carry credentials.",
     ),
     cfg.FloatOpt(
-        "report_interval", default=10.0, min=0.01, help="Seconds between two heartbeats of a service."
+        "report_interval", default=10.0, min=MIN_SECONDS,
+        help="Seconds between two heartbeats of a service (at most 30 days).",
     ),
     cfg.FloatOpt(
         "service_down_time",
         default=60.0,
-        min=0.01,
+        min=MIN_SECONDS,
         help="Seconds without a heartbeat after which a service is down. Must be larger "
-        "than report_interval (2.5x or more is advised).",
+        "than report_interval (2.5x or more is advised), at most 30 days.",
     ),
     cfg.FloatOpt(
         "max_staleness",
         default=1.0,
-        min=0.01,
+        min=MIN_SECONDS,
         help="Oldest membership view, in seconds, that is_up() may answer from. Lower "
         "means fresher answers and more backend reads.",
     ),
@@ -95,10 +110,8 @@ class Settings:
     max_staleness: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("report_interval", "service_down_time", "max_staleness"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise errors.ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+        for name in TIMINGS:
+            check_seconds(name, getattr(self, name))
         if self.service_down_time <= self.report_interval:
             raise errors.ConfigError(
                 f"service_down_time ({self.service_down_time:g}s) must be larger than "
@@ -115,16 +128,90 @@ class Settings:
         if not self.records_url:
             raise errors.ConfigError("records_url ([database] connection) must not be empty")
 
+    def __repr__(self) -> str:
+        # The URLs may carry passwords and tokens: never shown raw.
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("driver", "url", "records_url"):
+            if shown[name] is not None:
+                shown[name] = urls.redact(shown[name])
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     @classmethod
     def from_config(cls, conf: cfg.ConfigOpts) -> Settings:
-        """Read ``[servicegroup]`` and ``[database]`` from *conf*."""
+        """Read ``[servicegroup]`` and ``[database]`` from *conf*.
+
+        A value oslo.config cannot convert or that is out of range is a
+        :class:`~servicegroup.errors.ConfigError` naming the option.
+        """
         register_opts(conf)
-        sg: Any = conf.servicegroup
-        return cls(
-            driver=sg.driver,
-            url=sg.url,
-            records_url=conf.database.connection,
-            report_interval=sg.report_interval,
-            service_down_time=sg.service_down_time,
-            max_staleness=sg.max_staleness,
+        values = {
+            field: _read(conf, group, option)
+            for field, group, option in (
+                ("driver", "servicegroup", "driver"),
+                ("url", "servicegroup", "url"),
+                ("records_url", "database", "connection"),
+                ("report_interval", "servicegroup", "report_interval"),
+                ("service_down_time", "servicegroup", "service_down_time"),
+                ("max_staleness", "servicegroup", "max_staleness"),
+            )
+        }
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str) -> Settings:
+        """Read an oslo.config file. Every failure (missing, a directory,
+        unreadable, not UTF-8, not INI, a bad value) is a
+        :class:`~servicegroup.errors.ConfigError` naming the file."""
+        if os.path.isdir(path):
+            raise errors.ConfigError(f"config file {path}: is a directory, not a file")
+        conf = cfg.ConfigOpts()
+        register_opts(conf)
+        try:
+            conf(args=[], default_config_files=[path])
+            return cls.from_config(conf)
+        except errors.ConfigError as exc:
+            raise errors.ConfigError(f"config file {path}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise errors.ConfigError(
+                f"config file {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                f"at offset {exc.start})"
+            ) from None
+        except OSError as exc:
+            raise errors.ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+        except cfg.Error as exc:
+            raise errors.ConfigError(f"config file {path}: {_first_line(exc)}") from None
+
+
+def check_seconds(name: str, value: Any) -> float:
+    """*value* as seconds, or :class:`~servicegroup.errors.ConfigError`:
+    a finite number from :data:`MIN_SECONDS` to :data:`MAX_SECONDS`.
+
+    ``nan`` compares false with everything, so a plain ``<= 0`` test let it
+    through (a ``nan`` report interval spun a CPU); ``inf`` overflowed.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise errors.ConfigError(f"{name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value):
+        raise errors.ConfigError(f"{name} must be a finite number of seconds, not {value!r}")
+    if not MIN_SECONDS <= value <= MAX_SECONDS:
+        raise errors.ConfigError(
+            f"{name} must be from {MIN_SECONDS:g} to {MAX_SECONDS:.0f} seconds (30 days), not {value:g}"
         )
+    return float(value)
+
+
+def _read(conf: cfg.ConfigOpts, group: str, option: str) -> Any:
+    try:
+        return getattr(getattr(conf, group), option)
+    except cfg.ConfigFileValueError as exc:
+        # oslo's text: "Value for option X from LocationInfo(...) is not
+        # valid: <reason>"; the reason is what the operator needs.
+        reason = str(exc).rpartition("is not valid: ")[2] or _first_line(exc)
+        raise errors.ConfigError(f"[{group}] {option}: {reason}") from None
+    except cfg.Error as exc:
+        raise errors.ConfigError(f"[{group}] {option}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -12,13 +12,18 @@ from servicegroup import errors
 #: Same bound as the tooz ids of our drivers: fits an indexed VARCHAR(255).
 MAX_NAME_BYTES = 255
 
+#: Names that identify a service: ``' h '`` and ``'h'`` would be two records
+#: and two members for one host, so edge whitespace is refused in these.
+IDENTIFIERS = frozenset({"host", "topic"})
+
 
 def check(value: str | bytes | None, what: str) -> str:
     """Return *value* as ``str`` or raise :class:`~servicegroup.errors.InvalidName`.
 
     Refused: ``None``/empty, more than :data:`MAX_NAME_BYTES` UTF-8 bytes,
-    bytes that are not UTF-8, and control characters (they break log lines,
-    ZooKeeper paths and the CLI table alike).
+    bytes that are not UTF-8, control characters (they break log lines,
+    ZooKeeper paths and the CLI table alike), and leading or trailing
+    whitespace in a host or topic (:data:`IDENTIFIERS`).
     """
     if value is None:
         raise errors.InvalidName(f"{what} is required")
@@ -39,6 +44,8 @@ def check(value: str | bytes | None, what: str) -> str:
         raise errors.InvalidName(f"{what} is {size} bytes long; the limit is {MAX_NAME_BYTES}")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise errors.InvalidName(f"{what} {value!r} contains control characters")
+    if what in IDENTIFIERS and value != value.strip():
+        raise errors.InvalidName(f"{what} {value!r} has leading or trailing whitespace")
     if "/" in value and what == "topic":
         # A topic is a tooz group id: in ZooKeeper and Consul it is one path
         # segment, so a slash would silently create a nested group.
