@@ -8,9 +8,11 @@ message are redacted.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+import contextlib
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -19,8 +21,40 @@ from typing import Any
 from servicegroup import backend
 from servicegroup import conf as sg_conf
 from servicegroup import errors
+from servicegroup import urls
 
 EXIT_ERROR = 2
+
+
+def seconds(text: str) -> float:
+    """argparse type of ``--timeout``: finite seconds >= 0 (0: never).
+
+    ``inf`` killed the timer thread with an OverflowError and then hung;
+    ``nan`` and negative values fired at once.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or value > threading.TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a finite number of seconds from 0 to {threading.TIMEOUT_MAX:.0f}"
+        )
+    return value
+
+
+def count(minimum: int) -> Any:
+    """argparse type: a whole number >= *minimum*."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return value
+
+    return parse
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -34,13 +68,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-staleness", type=float, help="oldest membership view is_up may use")
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (the usage is ``--help``'s),
+    like every other error of the CLI; exit code 2 as argparse's."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="servicegroup", description="Who in the fleet is alive.")
+    parser = Parser(prog="servicegroup", description="Who in the fleet is alive.")
     parser.add_argument("--debug", action="store_true", help="log at DEBUG and show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="five members on SQLite; kill one; watch it go down")
-    p.add_argument("--members", type=int, default=5)
+    p.add_argument("--members", type=count(1), default=5)
     p.add_argument("--topic", default="compute")
     _add_common(p)
 
@@ -69,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("watch", help="print join/leave events of a topic")
     p.add_argument("--topic", required=True)
-    p.add_argument("--count", type=int, default=0, help="exit after N events (0: never)")
-    p.add_argument("--timeout", type=float, default=0, help="exit after S seconds (0: never)")
+    p.add_argument("--count", type=count(0), default=0, help="exit after N events (0: never)")
+    p.add_argument("--timeout", type=seconds, default=0, help="exit after S seconds (0: never)")
     _add_common(p)
 
     p = sub.add_parser("db-sync", help="apply the records database migrations")
@@ -78,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="is_up cost: cached view vs a per-call backend read")
     p.add_argument("--topic", default="bench")
-    p.add_argument("--hosts", type=int, default=50)
-    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--hosts", type=count(1), default=50)
+    p.add_argument("--calls", type=count(1), default=2000)
     _add_common(p)
     return parser
 
@@ -88,15 +130,8 @@ def settings_from(args: argparse.Namespace, **defaults: Any) -> sg_conf.Settings
     """Config file first, then command-line flags, then *defaults*."""
     base = sg_conf.Settings(**defaults) if defaults else sg_conf.Settings()
     if args.config_file:
-        from oslo_config import cfg
+        base = sg_conf.Settings.from_file(args.config_file)
 
-        conf = cfg.ConfigOpts()
-        sg_conf.register_opts(conf)
-        try:
-            conf(args=[], default_config_files=[args.config_file])
-        except cfg.Error as exc:
-            raise errors.ConfigError(f"config file {args.config_file}: {exc}") from None
-        base = sg_conf.Settings.from_config(conf)
     def pick(flag: Any, configured: Any) -> Any:
         return configured if flag is None else flag  # an explicit 0 is refused, not ignored
 
@@ -117,15 +152,27 @@ def open_group(settings: sg_conf.Settings, **kwargs: Any) -> Any:
     return ServiceGroup.from_settings(settings, **kwargs)
 
 
-def service_rows(services: Sequence[Any]) -> list[dict[str, Any]]:
-    """Records as the machine-readable rows of ``service-list --format json``."""
+def service_rows(services: Sequence[Any], unknown: frozenset[str] | set[str] = frozenset()
+                 ) -> list[dict[str, Any]]:
+    """Records as the machine-readable rows of ``service-list --format json``.
+
+    ``state`` is ``up``, ``down``, or ``unknown`` for a service of a topic in
+    *unknown* (its liveness could not be read) that is not forced down (a
+    fenced service is down whatever the backend says).
+    """
     rows = []
     for s in services:
+        if s.up:
+            state = "up"
+        elif s.topic in unknown and not s.forced_down:
+            state = "unknown"
+        else:
+            state = "down"
         rows.append({
             "host": s.host,
             "topic": s.topic,
             "binary": s.binary,
-            "state": "up" if s.up else "down",
+            "state": state,
             "forced_down": s.forced_down,
             "disabled": s.disabled,
             "disabled_reason": s.disabled_reason,
@@ -144,10 +191,71 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+class _Failures(logging.Handler):
+    """Collects the membership view's read failures (see :func:`read_failures`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.reasons.append(message.partition("could not be read: ")[2] or message)
+
+
+@contextlib.contextmanager
+def read_failures(debug: bool) -> Iterator[list[str]]:
+    """While a command starts, collect the membership view's warnings about
+    topics it cannot read instead of printing them: the command reports the
+    failure itself, in one line. With ``--debug`` they are logged too."""
+    logger = logging.getLogger("servicegroup.membership")
+    handler = _Failures()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = debug
+    try:
+        yield handler.reasons
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def unreadable(sg: Any, topics: set[str]) -> set[str]:
+    """The topics among *topics* whose liveness the view cannot vouch for.
+
+    ``members() is None`` is the view's "unknown": the backend could not be
+    read (``is_up`` then answers False, by design; a listing must not). A
+    group object without a view (a test double) is taken at its word.
+    """
+    view = getattr(sg, "_view", None)
+    if view is None:
+        return set()
+    return {t for t in topics if view.members(t) is None}
+
+
+def liveness_error(sg: Any, reasons: list[str], what: str) -> errors.BackendUnavailable:
+    """One line naming the backend (host:port, never a password) and why."""
+    where = backend.where(sg.url)
+    reason = reasons[0] if reasons else "no answer"
+    if where not in reason:
+        reason = f"{where}: {reason}"
+    return errors.BackendUnavailable(f"{what}: {urls.redact(reason, url=sg.url)}")
+
+
 def cmd_service_list(args: argparse.Namespace) -> int:
-    with open_group(settings_from(args), background=False) as sg:
-        rows = service_rows(sg.services(args.topic))
-    print(json.dumps(rows, indent=2) if args.format == "json" else format_table(rows))
+    with read_failures(args.debug) as reasons, open_group(settings_from(args), background=False) as sg:
+        services = sg.services(args.topic)
+        unknown = unreadable(sg, {s.topic for s in services if not s.forced_down})
+        rows = service_rows(services, unknown)
+        vague = sum(1 for r in rows if r["state"] == "unknown")
+        failure = liveness_error(
+            sg, reasons, f"liveness of {vague} service(s) unknown ({', '.join(sorted(unknown))})"
+        ) if unknown else None
+    print(json.dumps(rows, indent=2) if args.format == "json" else format_table(rows), flush=True)
+    if failure is not None:
+        # The records are listed; their liveness is not guessed. One line, exit 2.
+        _print_error(args, failure)
+        return EXIT_ERROR
     return 0
 
 
@@ -195,22 +303,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return cb
 
     with open_group(settings_from(args)) as sg:
-        sg.watch(args.topic, on_join=show("join"), on_leave=show("leave"))
-        print(f"watching {args.topic}: {', '.join(sg.get_all(args.topic)) or '(no live host)'}", flush=True)
-        timer = None
-        if args.timeout:
-            # Daemon and cancelled: with --count met first, a live non-daemon
-            # timer kept the process running until the timeout.
-            timer = threading.Timer(args.timeout, done.set)
-            timer.daemon = True
-            timer.start()
+        with read_failures(args.debug) as reasons:
+            sg.watch(args.topic, on_join=show("join"), on_leave=show("leave"))
+            hosts = sg.get_all(args.topic)
+            if unreadable(sg, {args.topic}):
+                raise liveness_error(sg, reasons, f"cannot watch topic {args.topic!r}")
+        # From here on, an outage is logged by the view (once) and watched through.
+        print(f"watching {args.topic}: {', '.join(hosts) or '(no live host)'}", flush=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: done.set())
-        try:
-            done.wait()
-        finally:
-            if timer is not None:
-                timer.cancel()
+        done.wait(args.timeout or None)
     return 0
 
 
@@ -237,6 +339,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return quickbench.run(args, settings_from(args))
 
 
+def _print_error(args: argparse.Namespace, exc: errors.ServiceGroupError) -> None:
+    print(f"servicegroup {args.command}: {type(exc).__name__}: {backend.describe(exc)}", file=sys.stderr)
+
+
 COMMANDS = {
     "demo": cmd_demo,
     "join": cmd_join,
@@ -251,7 +357,10 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # bad arguments (one line, see Parser) or --help
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -259,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except errors.ServiceGroupError as exc:
-        print(f"servicegroup {args.command}: {type(exc).__name__}: {backend.describe(exc)}", file=sys.stderr)
+        _print_error(args, exc)
         if args.debug:
             raise
         return EXIT_ERROR

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 import time
+from typing import TYPE_CHECKING
 
 from servicegroup import backend
 from servicegroup import cli
+from servicegroup import errors
 from servicegroup.conf import Settings
+
+if TYPE_CHECKING:
+    from servicegroup.api import ServiceGroup
 
 
 def _per_call(fn, calls: int) -> float:  # type: ignore[no-untyped-def]
@@ -27,10 +32,16 @@ def _per_call(fn, calls: int) -> float:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     topic, n, calls = args.topic, args.hosts, args.calls
+    for name, value in (("hosts", n), ("calls", calls)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise errors.ConfigError(f"bench --{name} must be a whole number >= 1, not {value!r}")
     sg = cli.open_group(settings)
+    created: list[str] = []
     try:
         hosts = [f"bench-{i:04d}" for i in range(n)]
         for host in hosts:
+            if sg.records.get(host, topic) is None:
+                created.append(host)  # before join: a failed join is cleaned up too
             sg.join(host, topic)
         sg.get_all(topic)
         cached = _per_call(lambda i: sg.is_up(topic=topic, host=hosts[i % n]), calls)
@@ -53,8 +64,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{'method':<46} {'us/call':>12} {'calls':>7}")
         for r in rows:
             print(f"{r['method']:<46} {r['us_per_call']:>12.1f} {r['calls']:>7}")
-        print(f"speed-up: {statistics.fmean([direct]) / cached:,.0f}x")
+        if cached > 0:
+            print(f"speed-up: {direct / cached:,.0f}x")
         print(json.dumps({"backend": backend.where(sg.url), "hosts": n, "rows": rows}))
     finally:
-        sg.stop()
+        try:
+            _remove(sg, topic, created)
+        finally:
+            sg.stop()
     return 0
+
+
+def _remove(sg: ServiceGroup, topic: str, hosts: list[str]) -> None:
+    """Leave and delete the bench's own records: a benchmark must not leave
+    hosts behind in the operator's service list (records that existed
+    before the run are left alone)."""
+    failed = 0
+    for host in hosts:
+        try:
+            sg.leave(host, topic)
+            sg.records.delete(host, topic)
+        except errors.ServiceGroupError:
+            failed += 1
+    if failed:
+        print(f"servicegroup bench: could not remove {failed} bench record(s) of topic {topic!r}",
+              file=sys.stderr)

@@ -139,3 +139,156 @@ def test_repr_never_shows_the_password(tmp_path):
         assert "hunter2" not in repr(sg)
     finally:
         sg.stop()
+
+
+# -- bad input: one line on stderr, exit 2, no secret ------------------------
+
+def one_line_error(code: int, err: str) -> None:
+    assert code == cli.EXIT_ERROR
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def seed(records: str, *hosts: str, fenced: tuple[str, ...] = ()) -> None:
+    """Service records of topic compute, written straight to the database."""
+    from servicegroup.records import Records
+
+    recs = Records(records)
+    for host in hosts:
+        recs.upsert(host, "compute")
+    for host in fenced:
+        recs.set_forced_down(host, "compute", True)
+    recs.dispose()
+
+
+@pytest.mark.parametrize("argv,secret", [
+    (["--records-url", "postgresql://u:s3#cret@127.0.0.1:1/x"], "s3#cret"),
+    (["--records-url", "postgresql://u:s3?cret@127.0.0.1:1/x"], "s3?cret"),
+    (["--records-url", "postgresql://u@x:s3cret@127.0.0.1:1/x"], "s3cret"),
+    (["--driver", "redis://:s3/cret@127.0.0.1:1"], "s3/cret"),
+    (["--driver", "redis://127.0.0.1:1?sentinel_password=sp-99"], "sp-99"),
+], ids=["hash", "question-mark", "at-in-user", "slash", "sentinel_password"])
+def test_passwords_with_special_characters_never_reach_the_error(capsys, records, argv, secret):
+    if "--records-url" not in argv:
+        seed(records, "host-a")  # something to read the liveness of
+        argv = argv + ["--records-url", records]
+    code, _, err = run(capsys, "service-list", *argv)
+    one_line_error(code, err)
+    assert secret not in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--driver", "redis://[::1"], "IPv6"),
+    (["--driver", "redis://127.0.0.1:0"], "port 0"),
+    (["--driver", "redis://127.0.0.1:6379?timeout=abc"], "option timeout="),
+    (["--driver", "redis://127.0.0.1:6379?db=abc"], "option db="),
+    (["--report-interval", "inf"], "report_interval must be a finite"),
+    (["--service-down-time", "nan"], "service_down_time must be a finite"),
+    (["--max-staleness", "0.001"], "max_staleness must be from 0.01"),
+])
+def test_bad_urls_and_timings_are_one_line_exit_2(capsys, records, argv, needle):
+    code, _, err = run(capsys, "service-list", "--records-url", records, *argv)
+    one_line_error(code, err)
+    assert needle in err
+
+
+@pytest.mark.parametrize("command", ["service-list", "db-sync"])
+@pytest.mark.parametrize("url", ["oracle://u:s3cret@h/x", "mssql+pyodbc://u:s3cret@h/x"])
+def test_unsupported_records_dialect_is_invalid_url_for_every_command(capsys, command, url):
+    extra = ["--driver", "mc"] if command == "service-list" else []
+    code, _, err = run(capsys, command, "--records-url", url, *extra)
+    one_line_error(code, err)
+    assert "InvalidURL" in err and "mysql/mariadb" in err and "s3cret" not in err
+
+
+@pytest.mark.parametrize("command", ["service-list", "db-sync"])
+def test_db_sync_and_service_list_agree_on_records_url_options(capsys, tmp_path, command):
+    code, _, err = run(capsys, command, "--records-url", f"sqlite:///{tmp_path / 'r.sqlite'}?bogus=1")
+    one_line_error(code, err)
+    assert "unknown option(s) bogus" in err
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("[servicegroup]\nreport_interval = abc\n", "report_interval"),
+    ("[servicegroup]\nreport_interval = 0\n", "report_interval"),
+    ("[servicegroup]\nreport_interval = nan\n", "report_interval"),
+    (b"[servicegroup]\nreport_interval = \xff\n", "not UTF-8"),
+], ids=["abc", "zero", "nan", "latin-1"])
+def test_bad_config_file_is_one_line_naming_the_file(capsys, tmp_path, body, needle):
+    path = tmp_path / "sg.conf"
+    (path.write_bytes if isinstance(body, bytes) else path.write_text)(body)
+    code, _, err = run(capsys, "service-list", "--config-file", str(path))
+    one_line_error(code, err)
+    assert "ConfigError" in err and str(path) in err and needle in err
+
+
+def test_a_directory_as_config_file_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "service-list", "--config-file", str(tmp_path))
+    one_line_error(code, err)
+    assert "is a directory" in err
+
+
+def test_padded_host_is_refused_not_stored_apart(capsys, records):
+    code, _, err = run(capsys, "force-down", "--host", " h ", "--topic", "compute", "--records-url", records)
+    one_line_error(code, err)
+    assert "InvalidName" in err and "whitespace" in err
+
+
+# -- liveness that cannot be read is unknown, not down -----------------------
+
+def test_service_list_with_an_unreachable_backend_shows_unknown_and_exits_2(capsys, records):
+    seed(records, "host-a", "host-b", fenced=("host-b",))
+    code, out, err = run(capsys, "service-list", "--records-url", records, "--driver", "redis",
+                         "--url", "redis://:pw-77@127.0.0.1:1", "--format", "json")
+    one_line_error(code, err)
+    states = {r["host"]: r["state"] for r in json.loads(out)}
+    assert states == {"host-a": "unknown", "host-b": "down"}  # fenced is down whatever the backend says
+    assert "127.0.0.1:1" in err and "BackendUnavailable" in err and "pw-77" not in err
+
+
+def test_service_list_table_says_unknown(capsys, records):
+    seed(records, "host-a")
+    code, out, err = run(capsys, "service-list", "--records-url", records, "--driver", "redis://127.0.0.1:1")
+    one_line_error(code, err)
+    assert "unknown" in out.splitlines()[2]
+
+
+def test_watch_that_cannot_read_its_topic_is_one_line_exit_2(capsys, records):
+    code, out, err = run(capsys, "watch", "--topic", "compute", "--records-url", records,
+                         "--driver", "redis://127.0.0.1:1", "--timeout", "30")
+    one_line_error(code, err)
+    assert "cannot watch topic 'compute'" in err and "127.0.0.1:1" in err
+    assert out == ""
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "abc", "1e300"])
+def test_watch_timeout_must_be_finite_and_not_negative(capsys, records, value):
+    code, _, err = run(capsys, "watch", "--topic", "compute", "--records-url", records, "--timeout", value)
+    one_line_error(code, err)
+    assert "--timeout" in err
+
+
+def test_watch_timeout_ends_the_watch(capsys, records):
+    code, out, _ = run(capsys, "watch", "--topic", "compute", "--records-url", records, "--timeout", "0.2",
+                       "--report-interval", "1", "--service-down-time", "3")
+    assert code == 0 and out.startswith("watching compute")
+
+
+# -- bench -------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["--hosts", "0"], ["--hosts", "-1"], ["--calls", "0"], ["--calls", "-5"]])
+def test_bench_refuses_counts_below_one(capsys, records, argv):
+    code, _, err = run(capsys, "bench", "--records-url", records, *argv)
+    one_line_error(code, err)
+    assert argv[0] in err and "at least 1" in err
+
+
+def test_bench_removes_the_records_it_created(capsys, records):
+    from servicegroup.records import Records
+
+    recs = Records(records)
+    recs.upsert("bench-0001", "bench", binary="mine")  # already there: left alone
+    code, out, _ = run(capsys, "bench", "--records-url", records, "--hosts", "3", "--calls", "5",
+                       "--report-interval", "1", "--service-down-time", "3")
+    assert code == 0 and "speed-up" in out
+    assert [s.host for s in recs.list("bench")] == ["bench-0001"]
+    recs.dispose()
