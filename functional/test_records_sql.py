@@ -155,3 +155,21 @@ def test_timestamps_are_utc_whatever_the_session_time_zone(
             conn.execute(sa.delete(services).where(services.c.host == host))
         skewed.dispose()
         plain.dispose()
+
+
+def test_the_records_urls_dbapi_options_apply_to_liveness_connections_too() -> None:
+    """driver=db: the liveness backend is the records database, and a
+    connection option set there (here application_name; in production
+    sslmode) holds on the liveness connections as well."""
+    from servicegroup.api import ServiceGroup
+
+    name = f"sg-{uuid.uuid4().hex[:10]}"
+    sg = ServiceGroup(driver="db", records_url=f"postgresql://postgres@127.0.0.1:5432/test?application_name={name}",
+                      report_interval=1, service_down_time=3)
+    try:
+        sg.join("host-a", f"opts-{name}")
+        liveness = sg._members["host-a"].coordinator()._db.engine
+        with liveness.connect() as conn:
+            assert conn.execute(sa.text("SHOW application_name")).scalar() == name
+    finally:
+        sg.stop()

@@ -364,3 +364,20 @@ def test_a_loss_noticed_twice_renews_the_session_once(coord: sql.SQLDriver) -> N
     assert coord.session_lost_count == 1
     coord.heartbeat()
     assert coord.session_lost_count == 1
+
+
+def test_dbapi_options_reach_the_liveness_engine_and_ours_do_not() -> None:
+    """sslmode & co. must apply to liveness connections as they do to the
+    records database: dropping them silently would, say, skip TLS."""
+    c = coordination.get_coordinator(
+        "sql+postgresql://u:pw@db.example:5432/nova?sslmode=require&timeout=5&table_prefix=t_", b"m1")
+    assert dict(c._db.url.query) == {"sslmode": "require"}
+    m = coordination.get_coordinator("sql+mysql://root@h/db?charset=latin1", b"m1")
+    assert "charset" not in m._db._connect_args({"connect_timeout": 5, "charset": "utf8mb4"}), \
+        "the URL's charset wins over our default"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numeric_options_are_refused(value: str) -> None:
+    with pytest.raises(errors.InvalidURL, match="timeout"):
+        coordination.get_coordinator(f"sql+sqlite:////tmp/x.sqlite?timeout={value}", b"m1")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 import contextlib
+import math
 from typing import Any, Generic, TypeVar
 
 import tooz
@@ -121,6 +122,8 @@ def parse_float_option(
         value = float(raw)
     except (TypeError, ValueError):
         raise InvalidOption(f"option {name}={raw!r} is not a number") from None
+    if not math.isfinite(value):  # nan < minimum is False: checked first
+        raise InvalidOption(f"option {name}={raw!r} is not a finite number")
     if value < minimum:
         raise InvalidOption(f"option {name}={value:g} is below the minimum {minimum:g}")
     return value

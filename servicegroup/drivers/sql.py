@@ -93,7 +93,10 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         self._connect_timeout = _base.parse_float_option(options, "connect_timeout", 5.0, 0.1)
         prefix = options.get("table_prefix", "tooz_")
         self._t = sql_schema.make_tables(prefix[-1] if isinstance(prefix, list) else prefix)
-        self._db = sql_engine.Database(parsed_url, self._connect_timeout)
+        self._db = sql_engine.Database(parsed_url, self._connect_timeout, {
+            name: value[-1] if isinstance(value, list) else value
+            for name, value in options.items() if name not in self.URL_OPTIONS
+        })
         if self._db.dialect == "sqlite":
             # A SQLite file is shared by the processes of one host only (its
             # locking is unreliable on network file systems).

@@ -14,7 +14,7 @@ here is about talking to a database safely, whatever is stored:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 import contextlib
 import os
 import random
@@ -66,13 +66,19 @@ if hasattr(os, "register_at_fork"):
 class Database:
     """One backend URL: its engine and a way to run transactions on it."""
 
-    def __init__(self, parsed_url: Any, connect_timeout: float) -> None:
+    def __init__(self, parsed_url: Any, connect_timeout: float,
+                 dbapi_options: Mapping[str, str] | None = None) -> None:
+        """*dbapi_options*: the URL's query options that are not the driver's
+        own (``sslmode``, ``sslrootcert``, ``charset`` ...). They go to the
+        DBAPI as they would from a SQLAlchemy URL: liveness connections must
+        honour what the operator asked of the records database (TLS above
+        all), not silently drop it."""
         self.dialect = parsed_url.scheme.split("+", 1)[1].lower()
         if self.dialect not in DIALECTS:
             raise _base.InvalidOption(f"unsupported SQL dialect {self.dialect!r}")
         self.url = sa.engine.make_url(
             f"{DIALECTS[self.dialect]}://{parsed_url.netloc}{parsed_url.path}"
-        )
+        ).update_query_dict(dict(dbapi_options or {}))
         self._connect_timeout = connect_timeout
         self._password = self.url.password
         if self.dialect == "sqlite":
@@ -98,6 +104,10 @@ class Database:
             self.engine.dispose()
         self.engine = None
 
+    def _connect_args(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """Our connect defaults, minus any the URL sets itself (its value wins)."""
+        return {k: v for k, v in defaults.items() if k not in self.url.query}
+
     def _make_engine(self) -> sa.Engine:
         if self.dialect == "sqlite":
             if self.url.host or self.url.port:
@@ -111,7 +121,7 @@ class Database:
                     "give a file path (sql+sqlite:///path) every member can open"
                 )
             engine = sa.create_engine(
-                self.url, connect_args={"timeout": 30, "check_same_thread": False}
+                self.url, connect_args=self._connect_args({"timeout": 30, "check_same_thread": False})
             )
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
@@ -119,11 +129,11 @@ class Database:
         ct = max(1, round(self._connect_timeout))
         kwargs: dict[str, Any] = {"pool_size": 2, "max_overflow": 16, "pool_recycle": 3600}
         if self.dialect == "mysql":
-            kwargs["connect_args"] = {"connect_timeout": ct, "charset": "utf8mb4"}
+            kwargs["connect_args"] = self._connect_args({"connect_timeout": ct, "charset": "utf8mb4"})
             # REPEATABLE READ's gap locks deadlock concurrent joins for nothing.
             kwargs["isolation_level"] = "READ COMMITTED"
         else:
-            kwargs["connect_args"] = {"connect_timeout": ct, "application_name": "servicegroup"}
+            kwargs["connect_args"] = self._connect_args({"connect_timeout": ct, "application_name": "servicegroup"})
         return sa.create_engine(self.url, **kwargs)
 
     def describe(self, exc: BaseException) -> str:
