@@ -41,6 +41,7 @@ from servicegroup import drivers
 from servicegroup import errors
 from servicegroup import names
 from servicegroup import push
+from servicegroup import urls
 from servicegroup.heartbeat import EventCallback
 from servicegroup.heartbeat import Member
 from servicegroup.membership import INCARNATION
@@ -241,6 +242,21 @@ class ServiceGroup:
             LOG.error("membership view failed for %r: %s", topic, backend.describe(exc))
             return False
         return members is not None and host in members
+
+    def liveness_unknown(self, topic: str) -> str | None:
+        """Why this process cannot vouch for anyone's liveness in *topic*
+        now (one line naming the backend, no credentials), or None if it can.
+
+        ``is_up`` answers False then, by design; a caller that must not guess
+        (an operator's listing) asks this. Reads the topic first if needed.
+        """
+        if self._view.members(topic) is not None:
+            return None
+        reason = self._view.last_error(topic) or "membership not read"
+        where = backend.where(self.url)
+        if where not in reason:
+            reason = f"{where}: {reason}"
+        return urls.redact(reason, url=self.url)
 
     def members(self, topic: str) -> dict[str, dict[str, Any]]:
         """Live, not forced-down hosts of *topic* with their capabilities."""

@@ -21,7 +21,6 @@ from typing import Any
 from servicegroup import backend
 from servicegroup import conf as sg_conf
 from servicegroup import errors
-from servicegroup import urls
 
 EXIT_ERROR = 2
 
@@ -191,65 +190,31 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-class _Failures(logging.Handler):
-    """Collects the membership view's read failures (see :func:`read_failures`)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.reasons: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        self.reasons.append(message.partition("could not be read: ")[2] or message)
-
-
 @contextlib.contextmanager
-def read_failures(debug: bool) -> Iterator[list[str]]:
-    """While a command starts, collect the membership view's warnings about
-    topics it cannot read instead of printing them: the command reports the
-    failure itself, in one line. With ``--debug`` they are logged too."""
+def view_quiet(debug: bool) -> Iterator[None]:
+    """While a command starts, keep the membership view's read-failure
+    warnings off stderr: the command reports the failure itself, in one
+    line (``ServiceGroup.liveness_unknown``). With ``--debug`` they show."""
     logger = logging.getLogger("servicegroup.membership")
-    handler = _Failures()
-    propagate = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = debug
+    level = logger.level
+    if not debug:
+        logger.setLevel(logging.ERROR)
     try:
-        yield handler.reasons
+        yield
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-
-
-def unreadable(sg: Any, topics: set[str]) -> set[str]:
-    """The topics among *topics* whose liveness the view cannot vouch for.
-
-    ``members() is None`` is the view's "unknown": the backend could not be
-    read (``is_up`` then answers False, by design; a listing must not). A
-    group object without a view (a test double) is taken at its word.
-    """
-    view = getattr(sg, "_view", None)
-    if view is None:
-        return set()
-    return {t for t in topics if view.members(t) is None}
-
-
-def liveness_error(sg: Any, reasons: list[str], what: str) -> errors.BackendUnavailable:
-    """One line naming the backend (host:port, never a password) and why."""
-    where = backend.where(sg.url)
-    reason = reasons[0] if reasons else "no answer"
-    if where not in reason:
-        reason = f"{where}: {reason}"
-    return errors.BackendUnavailable(f"{what}: {urls.redact(reason, url=sg.url)}")
+        logger.setLevel(level)
 
 
 def cmd_service_list(args: argparse.Namespace) -> int:
-    with read_failures(args.debug) as reasons, open_group(settings_from(args), background=False) as sg:
+    with view_quiet(args.debug), open_group(settings_from(args), background=False) as sg:
         services = sg.services(args.topic)
-        unknown = unreadable(sg, {s.topic for s in services if not s.forced_down})
+        why = {t: sg.liveness_unknown(t) for t in sorted({s.topic for s in services if not s.forced_down})}
+        unknown = {t for t, reason in why.items() if reason}
         rows = service_rows(services, unknown)
         vague = sum(1 for r in rows if r["state"] == "unknown")
-        failure = liveness_error(
-            sg, reasons, f"liveness of {vague} service(s) unknown ({', '.join(sorted(unknown))})"
+        failure = errors.BackendUnavailable(
+            f"liveness of {vague} service(s) unknown ({', '.join(sorted(unknown))}): "
+            f"{why[min(unknown)]}"
         ) if unknown else None
     print(json.dumps(rows, indent=2) if args.format == "json" else format_table(rows), flush=True)
     if failure is not None:
@@ -303,11 +268,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return cb
 
     with open_group(settings_from(args)) as sg:
-        with read_failures(args.debug) as reasons:
+        with view_quiet(args.debug):
             sg.watch(args.topic, on_join=show("join"), on_leave=show("leave"))
             hosts = sg.get_all(args.topic)
-            if unreadable(sg, {args.topic}):
-                raise liveness_error(sg, reasons, f"cannot watch topic {args.topic!r}")
+            why = sg.liveness_unknown(args.topic)
+            if why:
+                raise errors.BackendUnavailable(f"cannot watch topic {args.topic!r}: {why}")
         # From here on, an outage is logged by the view (once) and watched through.
         print(f"watching {args.topic}: {', '.join(hosts) or '(no live host)'}", flush=True)
         for sig in (signal.SIGTERM, signal.SIGINT):

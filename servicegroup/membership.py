@@ -156,6 +156,7 @@ class MembershipView:
         self._thread: threading.Thread | None = None
         self._start_thread = start_thread
         self._failing: set[str] = set()
+        self._errors: dict[str, str] = {}
         self._also_refresh = also_refresh
         self._on_forget = on_forget
         #: A topic nobody read or watched for this long stops being polled
@@ -233,6 +234,10 @@ class MembershipView:
         time a read listed it."""
         return self._last_seen.get((topic, host))
 
+    def last_error(self, topic: str) -> str | None:
+        """Why the last read of *topic* failed (one line, redacted), if it did."""
+        return self._errors.get(topic) if topic in self._failing else None
+
     def failing(self, topic: str) -> bool:
         """True while the last read of *topic* failed (answers come from grace)."""
         return topic in self._failing
@@ -291,6 +296,7 @@ class MembershipView:
         except coordination.GroupNotCreated:
             members = {}
         except Exception as exc:  # backend down: keep the last snapshot (grace)
+            self._errors[topic] = urls.redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if topic not in self._failing:
                 LOG.warning("membership of %r could not be read: %s", topic, urls.redact(str(exc)))
                 self._failing.add(topic)

@@ -337,3 +337,17 @@ def test_a_topic_nobody_reads_any_more_stops_being_polled(clock):
     view.refresh_all()
     assert reads == ["compute"] and forgotten == ["compute.host-9"]
     assert view.members("compute.host-9") == {}, "asked again: a first read again"
+
+
+def test_liveness_unknown_says_why_when_the_view_cannot_vouch(make_sg, server, clock):
+    sg = make_sg()
+    sg.join("host-a", "compute")
+    assert sg.liveness_unknown("compute") is None
+    server.down = True
+    clock.advance(TTL + 1)  # past grace: nobody can be vouched for
+    why = sg.liveness_unknown("compute")
+    assert why and "127.0.0.1:1" in why and "unreachable" in why
+    assert sg.is_up(topic="compute", host="host-a") is False, "is_up stays a plain False"
+    server.down = False
+    sg._view.refresh("compute")
+    assert sg.liveness_unknown("compute") is None

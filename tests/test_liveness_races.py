@@ -213,6 +213,9 @@ def test_cli_watch_with_count_does_not_wait_out_its_timeout(monkeypatch, capsys)
         def get_all(self, topic):
             return ["host-a"]
 
+        def liveness_unknown(self, topic):
+            return None
+
     monkeypatch.setattr(cli, "open_group", lambda settings, **kw: OneEventGroup())
     monkeypatch.setattr(cli.signal, "signal", lambda *a: None)  # keep pytest's handlers
     before = set(threading.enumerate())
