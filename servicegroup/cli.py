@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -340,6 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `service-list | head`: the reader left. Quiet, like a SIGPIPE death
+        # (128 + 13); stdout goes to /dev/null so the interpreter's final
+        # flush does not complain a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # unexpected: still one line, unless --debug
         if args.debug:
             raise

@@ -292,3 +292,18 @@ def test_bench_removes_the_records_it_created(capsys, records):
     assert code == 0 and "speed-up" in out
     assert [s.host for s in recs.list("bench")] == ["bench-0001"]
     recs.dispose()
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
+    """`servicegroup service-list | head -1`: no 'unexpected BrokenPipeError'."""
+    import subprocess
+    import sys
+
+    records = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    seed(records, *[f"host-{i}" for i in range(3000)])
+    proc = subprocess.run(
+        f"{sys.executable} -m servicegroup service-list --records-url {records} --driver mc "
+        f"--url memcached://127.0.0.1:1 | head -1",
+        shell=True, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("host"), proc.stdout
+    assert "BrokenPipe" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
