@@ -18,18 +18,9 @@ import consul
 import pytest
 import requests
 
-from functional.fixtures.consul_server import ConsulTestServer, FakeClock, fake_clock_server, main
+from functional.fixtures.consul_server import ConsulTestServer, FakeClock, main
 from functional.fixtures.consul_server_state import parse_duration
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def srv(clock: FakeClock) -> Any:
-    yield from fake_clock_server(clock)
+from tests.consul_fixtures import clock, srv  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
