@@ -173,3 +173,19 @@ def test_the_records_urls_dbapi_options_apply_to_liveness_connections_too() -> N
             assert conn.execute(sa.text("SHOW application_name")).scalar() == name
     finally:
         sg.stop()
+
+
+def test_a_statement_past_the_bound_fails_typed_instead_of_hanging() -> None:
+    """The liveness driver's PostgreSQL statements are bounded (30 s by
+    default; here the URL sets 200 ms so the test is quick): a stuck
+    statement becomes a tooz error the heartbeat counts, never a hang."""
+    from tooz import coordination
+
+    c = coordination.get_coordinator(
+        "sql+postgresql://postgres@127.0.0.1:5432/test?options=-c%20statement_timeout%3D200", b"m1")
+    c.start()
+    try:
+        with pytest.raises(coordination.ToozConnectionError, match="127.0.0.1:5432.*statement timeout"):
+            c._db.run(lambda conn: conn.execute(sa.text("SELECT pg_sleep(2)")))
+    finally:
+        c.stop()

@@ -381,3 +381,18 @@ def test_dbapi_options_reach_the_liveness_engine_and_ours_do_not() -> None:
 def test_non_finite_numeric_options_are_refused(value: str) -> None:
     with pytest.raises(errors.InvalidURL, match="timeout"):
         coordination.get_coordinator(f"sql+sqlite:////tmp/x.sqlite?timeout={value}", b"m1")
+
+
+def test_server_connections_are_bounded_so_no_call_hangs_on_a_dead_network() -> None:
+    """SQL calls run synchronously: get(timeout) cannot cut them short, so
+    the connection must (a half-open TCP connection would otherwise hold a
+    heartbeat for hours)."""
+    from servicegroup.drivers.sql_engine import STATEMENT_TIMEOUT
+
+    pg = coordination.get_coordinator("sql+postgresql://u@h/db", b"m1")._db.server_connect_args()
+    assert pg["tcp_user_timeout"] == STATEMENT_TIMEOUT * 1000 and pg["keepalives"] == 1
+    assert f"statement_timeout={STATEMENT_TIMEOUT * 1000}" in pg["options"]
+    my = coordination.get_coordinator("sql+mysql://u@h/db", b"m1")._db.server_connect_args()
+    assert my["read_timeout"] == my["write_timeout"] == STATEMENT_TIMEOUT
+    own = coordination.get_coordinator("sql+mysql://u@h/db?read_timeout=5", b"m1")._db.server_connect_args()
+    assert "read_timeout" not in own, "the URL's own value wins"

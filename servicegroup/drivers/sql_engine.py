@@ -63,6 +63,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+#: Seconds any one statement (or a silent network) may take on PostgreSQL
+#: and MySQL before the call fails and the heartbeat counts a failure.
+STATEMENT_TIMEOUT = 30
+
+
 class Database:
     """One backend URL: its engine and a way to run transactions on it."""
 
@@ -108,6 +113,29 @@ class Database:
         """Our connect defaults, minus any the URL sets itself (its value wins)."""
         return {k: v for k, v in defaults.items() if k not in self.url.query}
 
+    def server_connect_args(self) -> dict[str, Any]:
+        """DBAPI arguments for PostgreSQL and MySQL connections.
+
+        Our calls run synchronously (see ``_base.SyncResult``): a result's
+        ``get(timeout)`` cannot interrupt them, so the connection bounds
+        them. Without this, a half-open TCP connection (a partition, a
+        server that vanished) holds a heartbeat for the kernel's keepalive
+        time, hours. The bounds are generous (:data:`STATEMENT_TIMEOUT`):
+        they catch hangs, not slow beats. The URL's own values win.
+        """
+        ct = max(1, round(self._connect_timeout))
+        if self.dialect == "mysql":
+            return self._connect_args({
+                "connect_timeout": ct, "charset": "utf8mb4",
+                "read_timeout": STATEMENT_TIMEOUT, "write_timeout": STATEMENT_TIMEOUT,
+            })
+        return self._connect_args({
+            "connect_timeout": ct, "application_name": "servicegroup",
+            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+            "tcp_user_timeout": STATEMENT_TIMEOUT * 1000,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
+        })
+
     def _make_engine(self) -> sa.Engine:
         if self.dialect == "sqlite":
             if self.url.host or self.url.port:
@@ -126,14 +154,11 @@ class Database:
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
             return engine
-        ct = max(1, round(self._connect_timeout))
-        kwargs: dict[str, Any] = {"pool_size": 2, "max_overflow": 16, "pool_recycle": 3600}
+        kwargs: dict[str, Any] = {"pool_size": 2, "max_overflow": 16, "pool_recycle": 3600,
+                                  "connect_args": self.server_connect_args()}
         if self.dialect == "mysql":
-            kwargs["connect_args"] = self._connect_args({"connect_timeout": ct, "charset": "utf8mb4"})
             # REPEATABLE READ's gap locks deadlock concurrent joins for nothing.
             kwargs["isolation_level"] = "READ COMMITTED"
-        else:
-            kwargs["connect_args"] = self._connect_args({"connect_timeout": ct, "application_name": "servicegroup"})
         return sa.create_engine(self.url, **kwargs)
 
     def describe(self, exc: BaseException) -> str:
