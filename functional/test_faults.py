@@ -104,7 +104,9 @@ def test_push_backends_wake_the_view(request, backend_server, tmp_path, name):
     joined = threading.Event()
     try:
         observer.watch(topic, on_join=lambda t, h: joined.set())
-        assert observer._pushes.get(topic) is not None, "no push subscription"
+        # The refresher thread and watch() race to subscribe; one does, the
+        # other sees it under way: wait until it is in place.
+        assert wait_for(lambda: observer._pushes.get(topic) is not None), "no push subscription"
         member.join("host-a", topic)
         assert joined.wait(BOUND)
     finally:
