@@ -19,6 +19,7 @@ tooz coordinator and one thread, and fixes what raw tooz 9.1 leaves broken:
 from __future__ import annotations
 
 from collections.abc import Callable
+import contextlib
 import logging
 import os
 import threading
@@ -175,10 +176,8 @@ class Member:
             coord, self._coordinator = self._coordinator, None
             if coord is not None and self._pid == os.getpid():
                 for topic in list(self._topics) + list(self._unwanted):
-                    try:
-                        coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
-                    except Exception:  # best effort: the TTL finishes the job
-                        pass
+                    with contextlib.suppress(Exception):  # best effort: the TTL finishes the job
+                        _leave(coord, topic)
                 try:  # bounded: tooz's ZooKeeper stop hangs while kazoo reconnects
                     backend.bounded(coord.stop, backend.CALL_TIMEOUT, "stop")
                 except Exception:

@@ -155,8 +155,8 @@ class MembershipView:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_thread = start_thread
-        self._failing: set[str] = set()
-        self._errors: dict[str, str] = {}
+        #: Topics whose last read failed -> why (one line, redacted).
+        self._failing: dict[str, str] = {}
         self._also_refresh = also_refresh
         self._on_forget = on_forget
         #: A topic nobody read or watched for this long stops being polled
@@ -236,7 +236,7 @@ class MembershipView:
 
     def last_error(self, topic: str) -> str | None:
         """Why the last read of *topic* failed (one line, redacted), if it did."""
-        return self._errors.get(topic) if topic in self._failing else None
+        return self._failing.get(topic)
 
     def failing(self, topic: str) -> bool:
         """True while the last read of *topic* failed (answers come from grace)."""
@@ -296,14 +296,13 @@ class MembershipView:
         except coordination.GroupNotCreated:
             members = {}
         except Exception as exc:  # backend down: keep the last snapshot (grace)
-            self._errors[topic] = urls.redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            why = urls.redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if topic not in self._failing:
-                LOG.warning("membership of %r could not be read: %s", topic, urls.redact(str(exc)))
-                self._failing.add(topic)
+                LOG.warning("membership of %r could not be read: %s", topic, why)
+            self._failing[topic] = why
             return False
-        recovered = topic in self._failing
+        recovered = self._failing.pop(topic, None) is not None
         if recovered:
-            self._failing.discard(topic)
             LOG.info("membership of %r readable again", topic)
         # Aged from when the read *started*: what it saw was true then, and a
         # slow read must not make an old answer look fresh.
@@ -345,9 +344,8 @@ class MembershipView:
             for topic in idle:
                 self._topics.discard(topic)
                 for table in (self._snapshots, self._last_read, self._committed, self._hidden,
-                              self._last_attempt):
+                              self._last_attempt, self._failing):
                     table.pop(topic, None)
-                self._failing.discard(topic)
                 for key in [k for k in self._last_seen if k[0] == topic]:
                     del self._last_seen[key]
         for topic in idle:

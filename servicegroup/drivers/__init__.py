@@ -23,6 +23,7 @@ import urllib.parse
 
 from servicegroup import errors
 from servicegroup import urls
+from servicegroup.records.engine import check_dialect
 
 #: Alias -> default URL (``db`` defaults to the records database).
 DEFAULT_URLS: dict[str, str | None] = {
@@ -177,13 +178,9 @@ def records_to_sql_url(records_url: str) -> str:
     if not sep:
         raise errors.InvalidURL(f"malformed records URL {urls.redact(records_url)}")
     dialect = scheme.split("+", 1)[0].lower()
+    check_dialect(dialect, records_url)
     if dialect == "mariadb":
         dialect = "mysql"
-    if dialect not in ("sqlite", "postgresql", "mysql"):
-        raise errors.InvalidURL(
-            f"records database dialect {dialect!r} is not supported (sqlite, "
-            f"postgresql, mysql/mariadb are): {urls.redact(records_url)}"
-        )
     at = urls.userinfo_end(rest, 0)
     if at != -1:
         user, colon, password = rest[:at].partition(":")

@@ -64,6 +64,17 @@ SQLITE_OPTIONS = frozenset({"uri", "timeout", "isolation_level", "detect_types",
                             "check_same_thread", "cached_statements"})
 
 
+def check_dialect(dialect: str, url: str) -> None:
+    """InvalidURL (URL redacted) unless *dialect* is one of
+    :data:`SUPPORTED_DIALECTS`: the one place that list is enforced, for the
+    records database and the ``db`` liveness URL derived from it."""
+    if dialect not in SUPPORTED_DIALECTS:
+        raise errors.InvalidURL(
+            f"records database dialect {dialect!r} is not supported in {redact(url)}: "
+            "use sqlite, postgresql or mysql/mariadb"
+        )
+
+
 def parse(url: str) -> URL:
     """Parse *url*, adding the default DBAPI; malformed -> InvalidURL.
 
@@ -81,11 +92,7 @@ def parse(url: str) -> URL:
         # Not the exception's text: it may quote part of the password.
         raise errors.InvalidURL(f"malformed records URL {redact(url)}") from None
     backend, _, dbapi = parsed.drivername.partition("+")
-    if backend not in SUPPORTED_DIALECTS:
-        raise errors.InvalidURL(
-            f"records database dialect {backend!r} is not supported in {redact(url)}: "
-            "use sqlite, postgresql or mysql/mariadb"
-        )
+    check_dialect(backend, url)
     _check_userinfo(url, parsed)
     if parsed.port == 0:
         raise errors.InvalidURL(f"port 0 in records URL {redact(url)}: give the server's port or none")
