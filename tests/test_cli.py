@@ -1,11 +1,16 @@
-"""The operator CLI: one-line errors, machine-readable listings, config files.
+"""The operator CLI: one-line errors, exit codes, config files, bounded
+arguments. Listings and records commands: test_cli_services.py; the
+application itself (logging, global options, unknown commands):
+test_cli_app.py.
 
 Runs on the embedded default (SQLite records and SQLite liveness): no server.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import threading
 
 from oslo_config import cfg
 import pytest
@@ -13,17 +18,8 @@ import pytest
 from servicegroup import cli
 from servicegroup import conf as sg_conf
 from servicegroup.api import ServiceGroup
-
-
-@pytest.fixture
-def records(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'records.sqlite'}"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from servicegroup.cli import common
+from tests.clitools import missing, one_line_error, records, run, seed  # noqa: F401 (fixtures)
 
 
 def test_service_list_json_has_the_documented_fields(capsys, records):
@@ -95,9 +91,10 @@ def test_config_file_is_read_and_flags_override_it(tmp_path, capsys, records):
     path = tmp_path / "sg.conf"
     path.write_text(f"[servicegroup]\ndriver = db\nreport_interval = 2\nservice_down_time = 4\n"
                     f"[database]\nconnection = {records}\n")
-    args = cli.build_parser().parse_args(["service-list", "--config-file", str(path),
-                                          "--service-down-time", "9"])
-    settings = cli.settings_from(args)
+    parser = argparse.ArgumentParser()
+    common.add_backend_options(parser)
+    args = parser.parse_args(["--config-file", str(path), "--service-down-time", "9"])
+    settings = common.settings_from(args)
     assert settings.records_url == records
     assert (settings.report_interval, settings.service_down_time) == (2, 9)
 
@@ -142,23 +139,6 @@ def test_repr_never_shows_the_password(tmp_path):
 
 
 # -- bad input: one line on stderr, exit 2, no secret ------------------------
-
-def one_line_error(code: int, err: str) -> None:
-    assert code == cli.EXIT_ERROR
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-
-
-def seed(records: str, *hosts: str, fenced: tuple[str, ...] = ()) -> None:
-    """Service records of topic compute, written straight to the database."""
-    from servicegroup.records import Records
-
-    recs = Records(records)
-    for host in hosts:
-        recs.upsert(host, "compute")
-    for host in fenced:
-        recs.set_forced_down(host, "compute", True)
-    recs.dispose()
-
 
 @pytest.mark.parametrize("argv,secret", [
     (["--records-url", "postgresql://u:s3#cret@127.0.0.1:1/x"], "s3#cret"),
@@ -249,7 +229,8 @@ def test_service_list_table_says_unknown(capsys, records):
     seed(records, "host-a")
     code, out, err = run(capsys, "service-list", "--records-url", records, "--driver", "redis://127.0.0.1:1")
     one_line_error(code, err)
-    assert "unknown" in out.splitlines()[2]
+    (row,) = [line for line in out.splitlines() if " host-a " in line]
+    assert " unknown " in row
 
 
 def test_watch_that_cannot_read_its_topic_is_one_line_exit_2(capsys, records):
@@ -305,5 +286,38 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
         f"{sys.executable} -m servicegroup service-list --records-url {records} --driver mc "
         f"--url memcached://127.0.0.1:1 | head -1",
         shell=True, capture_output=True, text=True, timeout=120)
-    assert proc.stdout.startswith("host"), proc.stdout
+    assert proc.stdout.startswith("+--"), proc.stdout  # the table's first line
     assert "BrokenPipe" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_watch_with_count_does_not_wait_out_its_timeout(monkeypatch, capsys):
+    """`watch --count 1 --timeout 600` printed its event, then the process
+    lingered until the timeout: the timer was a non-daemon thread."""
+    from servicegroup.cli import members
+
+    class OneEventGroup:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def watch(self, topic, on_join=None, on_leave=None):
+            on_join(topic, "host-a")
+
+        def get_all(self, topic):
+            return ["host-a"]
+
+        def liveness_unknown(self, topic):
+            return None
+
+    monkeypatch.setattr(common, "open_group", lambda settings, **kw: OneEventGroup())
+    monkeypatch.setattr(members.signal, "signal", lambda *a: None)  # keep pytest's handlers
+    before = set(threading.enumerate())
+    assert cli.main(["watch", "--topic", "compute", "--count", "1", "--timeout", "600"]) == 0
+    lingering = [t for t in set(threading.enumerate()) - before if t.is_alive() and not t.daemon]
+    for t in lingering:
+        if isinstance(t, threading.Timer):
+            t.cancel()
+    assert lingering == [], "a non-daemon thread keeps the process alive after the command"
+    assert "join compute host-a" in capsys.readouterr().out

@@ -195,39 +195,6 @@ def test_view_restarts_its_refresher_after_a_fork(clock):
         view.stop()
 
 
-def test_cli_watch_with_count_does_not_wait_out_its_timeout(monkeypatch, capsys):
-    """`watch --count 1 --timeout 600` printed its event, then the process
-    lingered until the timeout: the timer was a non-daemon thread."""
-    from servicegroup import cli
-
-    class OneEventGroup:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return None
-
-        def watch(self, topic, on_join=None, on_leave=None):
-            on_join(topic, "host-a")
-
-        def get_all(self, topic):
-            return ["host-a"]
-
-        def liveness_unknown(self, topic):
-            return None
-
-    monkeypatch.setattr(cli, "open_group", lambda settings, **kw: OneEventGroup())
-    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)  # keep pytest's handlers
-    before = set(threading.enumerate())
-    assert cli.main(["watch", "--topic", "compute", "--count", "1", "--timeout", "600"]) == 0
-    lingering = [t for t in set(threading.enumerate()) - before if t.is_alive() and not t.daemon]
-    for t in lingering:
-        if isinstance(t, threading.Timer):
-            t.cancel()
-    assert lingering == [], "a non-daemon thread keeps the process alive after the command"
-    assert "join compute host-a" in capsys.readouterr().out
-
-
 def test_a_real_fork_while_parent_threads_hold_every_lock_does_not_deadlock_the_child(make_sg):
     """os.fork() while parent threads hold the facade's, the member's, the
     view's and the dispatcher's locks: the child reads, joins and stops

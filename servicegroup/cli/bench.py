@@ -9,30 +9,46 @@ are printed, never judged; the fuller benchmarks live in ``bench/``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import json
 import sys
 import time
 from typing import TYPE_CHECKING
 
 from servicegroup import backend
-from servicegroup import cli
 from servicegroup import errors
+from servicegroup.cli.common import GroupCommand, count, open_group
 from servicegroup.conf import Settings
 
 if TYPE_CHECKING:
     from servicegroup.api import ServiceGroup
 
 
-def _per_call(fn, calls: int) -> float:  # type: ignore[no-untyped-def]
+class Bench(GroupCommand):
+    """is_up cost: cached view vs a per-call backend read (removes its own records)."""
+
+    creates_records = True
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--topic", default="bench")
+        parser.add_argument("--hosts", type=count(1), default=50)
+        parser.add_argument("--calls", type=count(1), default=2000)
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        return run(self.settings(parsed_args), parsed_args.topic, parsed_args.hosts, parsed_args.calls)
+
+
+def _per_call(fn: Callable[[int], object], calls: int) -> float:
     started = time.perf_counter()
     for i in range(calls):
         fn(i)
     return (time.perf_counter() - started) / calls
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    topic, n, calls = args.topic, args.hosts, args.calls
-    sg = cli.open_group(settings)
+def run(settings: Settings, topic: str, n: int, calls: int) -> int:
+    sg = open_group(settings, create=True)
     created: list[str] = []
     try:
         hosts = [f"bench-{i:04d}" for i in range(n)]

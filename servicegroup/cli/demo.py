@@ -10,6 +10,7 @@ seconds, not minutes.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import os
 import signal
 import subprocess
@@ -17,15 +18,17 @@ import sys
 import tempfile
 import time
 
-from servicegroup import cli
+from servicegroup.cli import output
+from servicegroup.cli.common import GroupCommand, count, open_group
 from servicegroup.conf import Settings
+from servicegroup.urls import redact
 
 DEMO_REPORT_INTERVAL = 0.5
 DEMO_DOWN_TIME = 2.0
 DEMO_STALENESS = 0.25
 
 
-def _wait(predicate, timeout: float, step: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+def _wait(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -34,29 +37,39 @@ def _wait(predicate, timeout: float, step: float = 0.05) -> bool:  # type: ignor
     return predicate()
 
 
-def run(args: argparse.Namespace) -> int:
-    workdir = tempfile.mkdtemp(prefix="servicegroup-demo-")
-    records_url = args.records_url or f"sqlite:///{os.path.join(workdir, 'demo.sqlite')}"
-    settings = Settings(
-        driver=args.driver or "db",
-        url=args.url,
-        records_url=records_url,
-        report_interval=args.report_interval or DEMO_REPORT_INTERVAL,
-        service_down_time=args.service_down_time or DEMO_DOWN_TIME,
-        max_staleness=args.max_staleness or DEMO_STALENESS,
-    )
-    topic = args.topic
-    hosts = [f"{topic}-{i}" for i in range(1, args.members + 1)]
-    print(f"records: {records_url}\nliveness: driver={settings.driver}, report_interval="
+class Demo(GroupCommand):
+    """Five members on SQLite; kill one; watch it go down."""
+
+    creates_records = True
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--members", type=count(1), default=5)
+        parser.add_argument("--topic", default="compute")
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        workdir = tempfile.mkdtemp(prefix="servicegroup-demo-")
+        settings = self.settings(
+            parsed_args, records_url=f"sqlite:///{os.path.join(workdir, 'demo.sqlite')}",
+            report_interval=DEMO_REPORT_INTERVAL, service_down_time=DEMO_DOWN_TIME,
+            max_staleness=DEMO_STALENESS,
+        )
+        return run(settings, parsed_args.topic, parsed_args.members)
+
+
+def run(settings: Settings, topic: str, members: int) -> int:
+    hosts = [f"{topic}-{i}" for i in range(1, members + 1)]
+    print(f"records: {redact(settings.records_url)}\nliveness: driver={settings.driver}, report_interval="
           f"{settings.report_interval:g}s, service_down_time={settings.service_down_time:g}s\n")
 
-    sg = cli.open_group(settings)  # creates the schema before members race for it
+    sg = open_group(settings, create=True)  # creates the schema before members race for it
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for host in hosts:
             cmd = [sys.executable, "-m", "servicegroup", "join", "--host", host, "--topic", topic,
                    "--binary", f"demo-{topic}", "--driver", settings.driver,
-                   "--records-url", records_url,
+                   "--records-url", settings.records_url,
                    "--report-interval", str(settings.report_interval),
                    "--service-down-time", str(settings.service_down_time)]
             if settings.url:
@@ -66,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"members did not all come up: live = {sg.get_all(topic)}", file=sys.stderr)
             return 1
         print(f"{len(hosts)} members up:")
-        print(cli.format_table(cli.service_rows(sg.services(topic))))
+        print(output.table(sg.services(topic)), flush=True)
 
         victim = hosts[len(hosts) // 2]
         os.kill(procs[victim].pid, signal.SIGKILL)
@@ -78,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         took = time.monotonic() - killed_at
         print(f"{victim} is down after {took:.2f}s (service_down_time {settings.service_down_time:g}s)\n")
-        print(cli.format_table(cli.service_rows(sg.services(topic))))
+        print(output.table(sg.services(topic)))
         print(f"\nget_all({topic!r}) -> {sg.get_all(topic)}")
         return 0
     finally:
