@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import traceback
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 import urllib.parse
 
 from cliff import command
@@ -28,6 +28,8 @@ from servicegroup import errors
 from servicegroup.urls import redact
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
     from servicegroup.api import ServiceGroup
 
 #: Exit code of every error the CLI can name: configuration, input, backend,
@@ -51,9 +53,8 @@ BACKEND_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--max-staleness", {"type": float, "help": "oldest membership view is_up may use"}),
 )
 
-#: The Settings field each backend option sets.
-_FIELDS = ("config_file", "driver", "url", "records_url", "report_interval",
-           "service_down_time", "max_staleness")
+#: The Settings fields the backend options set (all but --config-file).
+_FIELDS = tuple(flag[2:].replace("-", "_") for flag, _ in BACKEND_OPTIONS if flag != "--config-file")
 
 HOW_TO_CREATE = "run `servicegroup db-sync` first (or check --records-url / [database] connection)"
 
@@ -121,13 +122,13 @@ def settings_from(args: argparse.Namespace, app_args: argparse.Namespace | None 
     if config_file:
         base = sg_conf.Settings.from_file(config_file)
     values = {}
-    for name in _FIELDS[1:]:
+    for name in _FIELDS:
         value = flag(name)
         values[name] = getattr(base, name) if value is None else value
     return sg_conf.Settings(**values)
 
 
-def _sqlite_path(url: Any) -> str | None:
+def _sqlite_path(url: URL) -> str | None:
     """The file of a SQLite records URL (None: in memory)."""
     database = url.database or ""
     if str(url.query.get("uri", "")).lower() in ("1", "true", "yes", "on") and database.startswith("file:"):
@@ -154,6 +155,7 @@ def require_records(records_url: str) -> None:
     from servicegroup.records import engine as records_engine
     from servicegroup.records.models import services
 
+    table = cast(sa.Table, services).name
     parsed = records_engine.parse(records_url)  # InvalidURL before anything else
     where = redact(records_url)
     if parsed.get_backend_name() == "sqlite":
@@ -164,11 +166,11 @@ def require_records(records_url: str) -> None:
     engine = records_engine.create(records_url, connect_timeout=backend.CONNECT_TIMEOUT)
     try:
         with records_engine.read(engine, records_url) as conn:
-            ready = sa.inspect(conn).has_table(services.name)
+            ready = sa.inspect(conn).has_table(table)
     finally:
         engine.dispose()
     if not ready:
-        raise errors.ConfigError(f"records database {where} has no {services.name} table: {HOW_TO_CREATE}")
+        raise errors.ConfigError(f"records database {where} has no {table} table: {HOW_TO_CREATE}")
 
 
 def open_group(settings: sg_conf.Settings, *, create: bool = False, **kwargs: Any) -> ServiceGroup:

@@ -67,11 +67,11 @@ def key(column: str) -> str:
     return column.lower().strip().replace(" ", "_")
 
 
-def machine_readable(columns: Sequence[str], data: Iterable[Row]) -> tuple[list[str], list[Row]]:
+def machine_readable(columns: Sequence[str], data: Iterable[Sequence[Any]]) -> tuple[list[str], list[Row]]:
     """Snake_case keys, and ``disabled`` (bool) derived from ``Status``."""
     keys = [key(c) for c in columns]
     if "status" not in keys:
-        return keys, list(data)
+        return keys, [tuple(r) for r in data]
     at = keys.index("status")
     return keys + ["disabled"], [tuple(r) + (r[at] == "disabled",) for r in data]
 
