@@ -114,9 +114,10 @@ def test_topic_filters_the_listing(capsys, records, member):
     assert hosts == ["host-z"]
 
 
-def test_unknown_column_is_one_line_exit_1(capsys, records, member):
-    code, _, err = listing(capsys, records, "-c", "Zone")
-    assert code == 1 and err.count("\n") == 1 and "Zone" in err
+def test_unknown_column_is_a_usage_error_before_any_connection(capsys, missing):
+    code, _, err = run(capsys, "service-list", "--records-url", missing, "-c", "Zone")
+    one_line_error(code, err)
+    assert "'Zone' is not a column" in err and "Disabled Reason" in err
 
 
 # -- service-delete ----------------------------------------------------------

@@ -67,6 +67,13 @@ def key(column: str) -> str:
     return column.lower().strip().replace(" ", "_")
 
 
+def column(name: str) -> str:
+    """argparse type of ``-c``: a column, by display or snake_case name."""
+    if key(name) not in {key(c) for c in COLUMNS}:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a column: use {', '.join(COLUMNS)}")
+    return name
+
+
 def machine_readable(columns: Sequence[str], data: Iterable[Sequence[Any]]) -> tuple[list[str], list[Row]]:
     """Snake_case keys, and ``disabled`` (bool) derived from ``Status``."""
     keys = [key(c) for c in columns]

@@ -42,6 +42,9 @@ class ServiceList(GroupCommand, Lister):
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
         parser.add_argument("--topic", help="only this topic's services")
+        for action in parser._actions:  # cliff's -c: a usage error, before any connection
+            if action.dest == "columns":
+                action.type = output.column
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> tuple[Sequence[str], Iterable[Any]]:
