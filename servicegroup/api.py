@@ -39,6 +39,7 @@ from servicegroup import backend
 from servicegroup import conf as sg_conf
 from servicegroup import drivers
 from servicegroup import errors
+from servicegroup import forksafe
 from servicegroup import names
 from servicegroup import push
 from servicegroup import urls
@@ -109,7 +110,6 @@ class ServiceGroup:
         self.records = Records(records_url)
         self._members: dict[str, Member] = {}
         self._reader: coordination.CoordinationDriver | None = None
-        self._reader_pid = os.getpid()
         self._reader_failures = backend.FailureClock(after=max(10 * max_staleness, 5.0))
         self._stopped = False
         self._lock = threading.RLock()
@@ -134,6 +134,7 @@ class ServiceGroup:
             on_forget=self._forget_topic,
             **view_kw,
         )
+        forksafe.register(self, ServiceGroup._after_fork)
         self._refresh_flags()
 
     @classmethod
@@ -386,7 +387,6 @@ class ServiceGroup:
 
     def stop(self) -> None:
         """Leave every topic, stop every thread, close every connection."""
-        self._check_fork()
         with self._lock:  # the same lock _member() checks _stopped under
             self._stopped = True
             members, self._members = list(self._members.values()), {}
@@ -396,7 +396,7 @@ class ServiceGroup:
         self._cancel_pushes()
         with self._lock:
             reader, self._reader = self._reader, None
-        if reader is not None and self._reader_pid == os.getpid():
+        if reader is not None:
             _quiet_stop(reader)
         self.records.dispose()
 
@@ -413,7 +413,6 @@ class ServiceGroup:
     # -- internals -------------------------------------------------------
 
     def _member(self, host: str) -> Member:
-        self._check_fork()
         with self._lock:
             if self._stopped:
                 # A member made now would beat forever: nothing stops it again.
@@ -434,7 +433,6 @@ class ServiceGroup:
 
     def _reader_coordinator(self) -> coordination.CoordinationDriver:
         """A non-member coordinator for reads (one per process, fork-aware)."""
-        self._check_fork()
         with self._lock:
             if self._stopped:
                 # The refresher may still be mid-cycle: never reconnect after stop().
@@ -444,18 +442,14 @@ class ServiceGroup:
                 self._reader = backend.start(self._factory, self.url, reader_id)
             return self._reader
 
-    def _check_fork(self) -> None:
-        """In a forked child: drop the parent's reader, pushes and lock.
-
-        Checked before taking ``_lock``: a lock some parent thread held at
-        fork time (the refresher holds it while connecting) is held forever
-        in the child.
-        """
-        if self._reader_pid != os.getpid():
-            self._lock = threading.RLock()
-            self._flags_lock = threading.Lock()
-            self._reader, self._reader_pid = None, os.getpid()
-            self._pushes = {}
+    def _after_fork(self) -> None:
+        """In a forked child (see :mod:`servicegroup.forksafe`): drop the
+        parent's reader, pushes and locks (the refresher holds ``_lock``
+        while connecting; held at fork time, it is held forever here)."""
+        self._lock = threading.RLock()
+        self._flags_lock = threading.Lock()
+        self._reader = None
+        self._pushes = {}
 
     def _fetch(self, topic: str) -> dict[str, dict[str, Any]]:
         try:

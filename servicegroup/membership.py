@@ -28,15 +28,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 import dataclasses
 import logging
-import os
 import queue
 import threading
 import time
 from typing import Any
-import weakref
 
 from tooz import coordination
 
+from servicegroup import forksafe
 from servicegroup import urls
 
 LOG = logging.getLogger(__name__)
@@ -171,7 +170,7 @@ class MembershipView:
         self._read_seq = 0
         self._committed: dict[str, int] = {}
         self.dispatcher = _Dispatcher()
-        _reinit_in_forked_children(self)
+        forksafe.register(self, MembershipView._after_fork)
 
     def _after_fork(self) -> None:
         """In a forked child: fresh locks, events and dispatcher. A lock a
@@ -460,19 +459,6 @@ class MembershipView:
                 del hidden[host]  # lapsed: see hide()
             elif caps is not None and caps.get(INCARNATION) != incarnation:
                 del hidden[host]  # back with a new incarnation: the nack did its job
-
-
-def _reinit_in_forked_children(view: MembershipView) -> None:
-    """Run ``view._after_fork()`` in every child forked while *view* lives
-    (held weakly: registering must not keep views alive)."""
-    ref = weakref.ref(view)
-
-    def after() -> None:
-        alive = ref()
-        if alive is not None:
-            alive._after_fork()
-
-    os.register_at_fork(after_in_child=after)
 
 
 def diff(old: Mapping[str, Capabilities], new: Mapping[str, Capabilities]) -> tuple[list[str], list[str]]:

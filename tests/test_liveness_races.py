@@ -13,6 +13,7 @@ import time
 import pytest
 
 from servicegroup import backend
+from servicegroup import forksafe
 from servicegroup.heartbeat import Member
 from servicegroup.membership import MembershipView
 from tests.fakes import FakeServer
@@ -147,7 +148,7 @@ def _finishes(fn) -> list:
     return out
 
 
-def test_forked_child_does_not_block_on_locks_the_parent_held(make_sg, monkeypatch):
+def test_forked_child_does_not_block_on_locks_the_parent_held(make_sg):
     """The pid check ran inside the lock: a child forked while a parent
     thread held it (the refresher connecting, the heartbeat reconnecting)
     blocked forever on its first is_up() or join()."""
@@ -156,7 +157,7 @@ def test_forked_child_does_not_block_on_locks_the_parent_held(make_sg, monkeypat
     _held_by_a_dead_thread(sg._lock)
     _held_by_a_dead_thread(sg._members["host-a"]._lock)
     _held_by_a_dead_thread(sg._members["host-a"]._ops)
-    monkeypatch.setattr("os.getpid", lambda: 999_999)
+    forksafe.after_fork_in_child()  # what a forked child runs first
     assert _finishes(lambda: sg.join("host-b", "compute").host) == ["host-b"]
     assert _finishes(lambda: sg.join("host-a", "compute").host) == ["host-a"]
     sg._view._snapshots.clear()  # force a read through the (child's) reader

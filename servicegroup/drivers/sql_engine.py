@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 import contextlib
-import os
 import random
 import time
 from typing import Any, TypeVar
-import weakref
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -28,6 +26,7 @@ from sqlalchemy.engine import Connection
 import tooz
 from tooz import coordination
 
+from servicegroup import forksafe
 from servicegroup import urls
 from servicegroup.drivers import _base
 
@@ -47,20 +46,12 @@ _RETRY_PGCODES = frozenset({"40P01", "40001"})
 _RETRY_MYSQL = frozenset({1205, 1213})
 _ATTEMPTS = 3
 
-_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
 
-
-def _after_fork_in_child() -> None:
+def _drop_pool_in_child(engine: sa.Engine) -> None:
     """Two processes interleaving on one socket corrupt both sessions:
-    drop the parent's pooled connections from the child's pools without
+    drop the parent's pooled connections from the child's pool without
     closing them under the parent."""
-    for db in list(_OPEN):
-        if db.engine is not None:
-            db.engine.dispose(close=False)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    engine.dispose(close=False)
 
 
 #: Seconds any one statement (or a silent network) may take on PostgreSQL
@@ -100,11 +91,10 @@ class Database:
     def open(self) -> sa.Engine:
         """Create the engine (connections are made lazily, on first use)."""
         self.engine = self._make_engine()
-        _OPEN.add(self)
+        forksafe.register(self.engine, _drop_pool_in_child)
         return self.engine
 
     def close(self) -> None:
-        _OPEN.discard(self)
         if self.engine is not None:
             self.engine.dispose()
         self.engine = None

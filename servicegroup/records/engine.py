@@ -21,10 +21,8 @@ from collections.abc import Callable, Iterator
 import contextlib
 import logging
 import math
-import os
 from typing import Any, TypeVar
 from urllib.parse import unquote
-import weakref
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -32,6 +30,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from servicegroup import errors
+from servicegroup import forksafe
 from servicegroup.urls import redact, userinfo_end
 
 LOG = logging.getLogger(__name__)
@@ -40,19 +39,11 @@ T = TypeVar("T")
 #: DBAPI used when the URL names none: the ones this project installs.
 DEFAULT_DBAPI = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql"}
 
-#: Engines to dispose (without closing) in a forked child.
-_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
-
-def _after_fork_in_child() -> None:
-    for engine in list(_ENGINES):
-        # close=False: the sockets belong to the parent; closing them here
-        # would send a terminate message on the parent's live sessions.
-        engine.dispose(close=False)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+def _drop_pool_in_child(engine: Engine) -> None:
+    # close=False: the sockets belong to the parent; closing them here
+    # would send a terminate message on the parent's live sessions.
+    engine.dispose(close=False)
 
 
 #: Dialects the records layer is built and tested for.
@@ -178,7 +169,7 @@ def create(url: str, connect_timeout: float = 5.0) -> Engine:
         raise errors.InvalidURL(f"bad records URL {redact(url)}: {_first_line(exc)}") from None
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_on_connect)
-    _ENGINES.add(engine)
+    forksafe.register(engine, _drop_pool_in_child)
     return engine
 
 
