@@ -23,7 +23,7 @@ import urllib.parse
 
 from servicegroup import errors
 from servicegroup import urls
-from servicegroup.records.engine import check_dialect
+from servicegroup.sqlengine import check_dialect
 
 #: Alias -> default URL (``db`` defaults to the records database).
 DEFAULT_URLS: dict[str, str | None] = {
