@@ -145,7 +145,7 @@ def test_unreachable_database_is_a_typed_error_without_the_password(tmp_path):
 
 @pytest.mark.parametrize("driver", ["zk", "mc", "redis", "etcd", "consul"])
 def test_unknown_url_option_is_refused_by_name(tmp_path, driver):
-    from servicegroup.drivers import DEFAULT_URLS
+    from servicegroup.driver_urls import DEFAULT_URLS
 
     with pytest.raises(errors.InvalidURL, match="bogus_option"):
         ServiceGroup(driver=driver, url=f"{DEFAULT_URLS[driver]}?bogus_option=1",

@@ -37,7 +37,7 @@ from tooz import coordination
 
 from servicegroup import backend
 from servicegroup import conf as sg_conf
-from servicegroup import drivers
+from servicegroup import driver_urls
 from servicegroup import errors
 from servicegroup import forksafe
 from servicegroup import names
@@ -103,7 +103,7 @@ class ServiceGroup:
             service_down_time=service_down_time,
             max_staleness=max_staleness,
         )
-        self.url = drivers.resolve(driver, url, records_url, ttl=service_down_time)
+        self.url = driver_urls.resolve(driver, url, records_url, ttl=service_down_time)
         self._scheme = self.url.partition("://")[0]
         self._factory = coordinator_factory or backend.default_factory
         self._background = background

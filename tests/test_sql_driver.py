@@ -21,7 +21,7 @@ from sqlalchemy import event
 import tooz
 from tooz import coordination
 
-from servicegroup import drivers
+from servicegroup import driver_urls as drivers
 from servicegroup import errors
 from servicegroup.drivers import _base
 from servicegroup.drivers import sql
