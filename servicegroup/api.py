@@ -41,6 +41,7 @@ from servicegroup import driver_urls
 from servicegroup import errors
 from servicegroup import forksafe
 from servicegroup import names
+from servicegroup import profiles
 from servicegroup import push
 from servicegroup import urls
 from servicegroup.heartbeat import EventCallback
@@ -60,12 +61,6 @@ if TYPE_CHECKING:
     from servicegroup.ring import Partitioner
 
 LOG = logging.getLogger(__name__)
-
-_ZK_SCHEMES = {"zookeeper", "kazoo"}
-#: tooz drivers whose stop() deletes the member id's heartbeat key: stopping
-#: expire()'s short-lived coordinator would mark the live host dead in every
-#: topic, so it is dropped unstopped (its client closes when collected).
-_STOP_DELETES_BEAT = {"memcached", "redis"}
 
 
 class ServiceGroup:
@@ -104,7 +99,7 @@ class ServiceGroup:
             max_staleness=max_staleness,
         )
         self.url = driver_urls.resolve(driver, url, records_url, ttl=service_down_time)
-        self._scheme = self.url.partition("://")[0]
+        self._profile = profiles.for_url(self.url)
         self._factory = coordinator_factory or backend.default_factory
         self._background = background
         self.records = Records(records_url)
@@ -357,7 +352,10 @@ class ServiceGroup:
             except (coordination.MemberNotJoined, coordination.GroupNotCreated):
                 pass  # already gone
             finally:
-                if member is None and self._scheme not in _STOP_DELETES_BEAT:
+                # Stopping a coordinator whose stop() deletes the host's
+                # heartbeat key would mark it dead in every topic: dropped
+                # unstopped instead (its client closes when collected).
+                if member is None and not self._profile.stop_deletes_beat:
                     _quiet_stop(coord)
         # Re-read now: a snapshot from before the removal would tell a member
         # of this process that it is still listed, and delay its re-join.
@@ -483,7 +481,7 @@ class ServiceGroup:
         for member_id, caps in raw.items():
             host = member_id.decode("utf-8", "replace") if isinstance(member_id, bytes) else str(member_id)
             caps = caps if isinstance(caps, dict) else {}
-            if self._scheme in _ZK_SCHEMES and host == "leader" and INCARNATION not in caps:
+            if self._profile.leader_pseudo_member and host == "leader" and INCARNATION not in caps:
                 continue  # tooz's ZooKeeper leader-election pseudo-member
             members[host] = caps
             beat = beats.get(member_id)
@@ -502,7 +500,7 @@ class ServiceGroup:
         if not self._background or topic in self._pushes or self._stopped:
             return
         self._pushes[topic] = None
-        self._pushes[topic] = push.subscribe(coord, self._scheme, topic, self._view.poke)
+        self._pushes[topic] = push.subscribe(coord, self._profile.push, topic, self._view.poke)
         if self._pushes[topic] is not None:
             self._view.poke(topic)
 

@@ -19,93 +19,12 @@ import math
 import urllib.parse
 
 from servicegroup import errors
+from servicegroup import profiles
 from servicegroup import urls
 from servicegroup.sqlengine import check_dialect
 
-#: Alias -> default URL (``db`` defaults to the records database).
-DEFAULT_URLS: dict[str, str | None] = {
-    "db": None,
-    "zk": "zookeeper://127.0.0.1:2181",
-    "mc": "memcached://127.0.0.1:11211",
-    "redis": "redis://127.0.0.1:6379",
-    "etcd": "etcd3+http://127.0.0.1:2379",
-    "consul": "consul://127.0.0.1:8500",
-}
-
-#: Alias -> the URL schemes that may implement it.
-ALIAS_SCHEMES: dict[str, frozenset[str]] = {
-    "db": frozenset({"sql+sqlite", "sql+postgresql", "sql+mysql"}),
-    "zk": frozenset({"zookeeper", "kazoo"}),
-    "mc": frozenset({"memcached"}),
-    "redis": frozenset({"redis"}),
-    "etcd": frozenset({"etcd3+http", "etcd3+https"}),
-    "consul": frozenset({"consul", "consul+https"}),
-}
-
-#: Name of the URL option that sets the membership TTL, per scheme. The
-#: facade sets it to ``service_down_time`` unless the URL already has it, so
-#: that a dead member leaves the group when nova would call it down.
-TTL_OPTION: dict[str, str] = {
-    "zookeeper": "timeout",
-    "kazoo": "timeout",
-    "memcached": "timeout",
-    "redis": "timeout",
-    "etcd3+http": "timeout",
-    "etcd3+https": "timeout",
-    "sql+sqlite": "timeout",
-    "sql+postgresql": "timeout",
-    "sql+mysql": "timeout",
-    "consul": "ttl",
-    "consul+https": "ttl",
-}
-
-_TIMEOUTS = {"timeout", "membership_timeout", "lock_timeout", "leader_timeout"}
-_EXECUTOR = {"executor", "max_workers"}
-
-#: Options tooz's own drivers read from their URL (tooz 9.1). Our drivers
-#: declare theirs as ``URL_OPTIONS`` on the driver class.
-TOOZ_URL_OPTIONS: dict[str, frozenset[str]] = {
-    "zookeeper": frozenset(
-        {"timeout", "namespace", "hosts", "ca", "certfile", "keyfile",
-         "keyfile_password", "connection_retry", "command_retry",
-         "randomize_hosts", "use_ssl", "verify_certs", "handler"}
-    ),
-    "memcached": frozenset(
-        _TIMEOUTS | _EXECUTOR
-        | {"max_pool_size", "ssl", "ssl_ca_cert", "ssl_certfile",
-           "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname",
-           # the names tooz 9.1's memcached driver actually reads for TLS:
-           "use_ssl", "ca_cert", "ssl_cert", "ssl_key", "ssl_key_password",
-           "ssl_ciphers"}
-    ),
-    "redis": frozenset(
-        _TIMEOUTS | _EXECUTOR
-        | {"db", "encoding", "retry_on_timeout", "socket_keepalive",
-           "socket_timeout", "socket_connect_timeout", "health_check_interval",
-           "ssl", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "sentinel",
-           "sentinel_fallback", "sentinel_username", "sentinel_password",
-           "sentinel_ssl", "namespace", "username", "password"}
-    ),
-    "etcd3+http": frozenset(
-        _TIMEOUTS | _EXECUTOR | {"ca_cert", "cert_key", "cert_cert", "api_version"}
-    ),
-}
-TOOZ_URL_OPTIONS["kazoo"] = TOOZ_URL_OPTIONS["zookeeper"]
-TOOZ_URL_OPTIONS["etcd3+https"] = TOOZ_URL_OPTIONS["etcd3+http"]
-
-#: Options tooz's drivers convert with ``int()`` (tooz 9.1); the other
-#: numeric options (below) are converted with ``float()``. A value they
-#: cannot convert used to fail at connect, deep in a client library, and be
-#: reported as an unreachable backend.
-TOOZ_INT_OPTIONS: dict[str, frozenset[str]] = {
-    "zookeeper": frozenset({"timeout"}),
-    "memcached": frozenset({"timeout", "membership_timeout", "lock_timeout",
-                            "leader_timeout", "max_pool_size"}),
-    "redis": frozenset({"timeout", "lock_timeout", "db"}),
-    "etcd3+http": frozenset({"timeout", "lock_timeout", "membership_timeout"}),
-}
-TOOZ_INT_OPTIONS["kazoo"] = TOOZ_INT_OPTIONS["zookeeper"]
-TOOZ_INT_OPTIONS["etcd3+https"] = TOOZ_INT_OPTIONS["etcd3+http"]
+#: Driver name -> default URL (``db`` defaults to the records database).
+DEFAULT_URLS = profiles.DEFAULT_URLS
 
 #: Numeric options that are whole numbers for every backend.
 _WHOLE = frozenset({"db", "max_pool_size", "max_workers"})
@@ -135,7 +54,7 @@ def check_numeric_options(url: str, scheme: str, names: Iterable[str]) -> None:
     Whole numbers where tooz converts with ``int()`` (``timeout=2.5`` fails
     there), finite numbers everywhere, > 0 except where 0 means something.
     """
-    whole_numbers = TOOZ_INT_OPTIONS.get(scheme, frozenset()) | _WHOLE
+    whole_numbers = profiles.for_scheme(scheme).int_options | _WHOLE
     names = set(names)
     for name, raw in urls.query_options(url).items():
         if name not in names or not is_numeric_option(name):
@@ -206,8 +125,9 @@ def _scheme(url: str) -> str:
 def allowed_options(scheme: str) -> frozenset[str] | None:
     """The URL options a scheme understands, or ``None`` when unknown to us
     (a third-party tooz backend: its options are its own business)."""
-    if scheme in TOOZ_URL_OPTIONS:
-        return TOOZ_URL_OPTIONS[scheme]
+    known = profiles.for_scheme(scheme).url_options
+    if known is not None:
+        return known
     for ep in metadata.entry_points(group="tooz.backends"):
         if ep.name == scheme and ep.value.startswith("servicegroup."):
             return frozenset(getattr(ep.load(), "URL_OPTIONS", ()))
@@ -257,11 +177,11 @@ def resolve(
             # checked by the records engine (servicegroup.records.engine).
             dbapi_options = set(urls.query_options(target))
         scheme = _scheme(target)
-        if scheme not in ALIAS_SCHEMES[driver]:
+        if profiles.for_scheme(scheme).alias != driver:
             raise errors.ConfigError(
                 f"driver {driver!r} contradicts url {urls.redact(target)}: a "
                 f"{driver!r} URL starts with "
-                f"{' or '.join(s + '://' for s in sorted(ALIAS_SCHEMES[driver]))}"
+                f"{' or '.join(s + '://' for s in sorted(profiles.schemes_of(driver)))}"
             )
     else:
         raise errors.UnknownDriver(driver, list(DEFAULT_URLS))
@@ -274,6 +194,7 @@ def resolve(
     if allowed is not None:
         urls.check_options(target, allowed | dbapi_options, scheme)
         check_numeric_options(target, scheme, allowed)
-    if ttl is not None and scheme in TTL_OPTION:
-        target = with_option(target, TTL_OPTION[scheme], str(math.ceil(ttl)))
+    ttl_option = profiles.for_scheme(scheme).ttl_option
+    if ttl is not None and ttl_option is not None:
+        target = with_option(target, ttl_option, str(math.ceil(ttl)))
     return target
