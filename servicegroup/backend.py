@@ -182,6 +182,44 @@ class FailureClock:
         return False
 
 
+def remove_member(factory: CoordinatorFactory, url: str, topic: str, host: str,
+                  coord: coordination.CoordinationDriver | None = None) -> bool:
+    """Remove *host* from *topic* in the backend, whoever runs it; False
+    when the backend cannot remove members (Consul's catalog mode).
+
+    tooz removes only a coordinator's own member id: *coord* is the host's
+    own coordinator when this process runs it; otherwise a short-lived one
+    borrows the host's id, one that never heartbeats as it.
+    """
+    with errors_translated(url):
+        borrowed = coord is None
+        if coord is None:
+            coord = start(factory, url, host, beat=False)
+        try:
+            coord.leave_group(topic.encode()).get(timeout=CALL_TIMEOUT)
+        except errors.NotSupported:
+            return False
+        except (coordination.MemberNotJoined, coordination.GroupNotCreated):
+            pass  # already gone
+        finally:
+            # Stopping a coordinator whose stop() deletes the host's
+            # heartbeat key would mark it dead in every topic: dropped
+            # unstopped instead (its client closes when collected).
+            if borrowed and not profiles.for_url(url).stop_deletes_beat:
+                stop_quietly(coord)
+    return True
+
+
+def stop_quietly(coord: coordination.CoordinationDriver) -> None:
+    """Stop a coordinator, bounded and never raising: a client stuck
+    reconnecting must not hang a shutdown (tooz's ZooKeeper ``stop()``
+    waits forever while kazoo reconnects)."""
+    try:
+        bounded(coord.stop, CALL_TIMEOUT, "stop")
+    except Exception:
+        pass
+
+
 def discard(coord: coordination.CoordinationDriver | None) -> None:
     """Stop a broken coordinator without waiting on it (its stop may hang)."""
     if coord is None:

@@ -173,10 +173,7 @@ class Member:
                 for topic in list(self._topics) + list(self._unwanted):
                     with contextlib.suppress(Exception):  # best effort: the TTL finishes the job
                         _leave(coord, topic)
-                try:  # bounded: tooz's ZooKeeper stop hangs while kazoo reconnects
-                    backend.bounded(coord.stop, backend.CALL_TIMEOUT, "stop")
-                except Exception:
-                    pass
+                backend.stop_quietly(coord)
             self._topics.clear()
 
     # -- internals -------------------------------------------------------

@@ -93,7 +93,7 @@ def test_fence_is_not_undone_by_a_concurrent_flags_refresh(make_sg):
         return stale
 
     sg.records.flags = flags_read_before_the_fence  # type: ignore[method-assign]
-    sg._refresh_flags()
+    sg._flags.refresh()
     assert not sg.is_up(topic="compute", host="host-a")
 
 
@@ -238,7 +238,7 @@ def test_a_real_fork_while_parent_threads_hold_every_lock_does_not_deadlock_the_
     sg = make_sg()
     sg.join("host-a", "compute")
     member = sg._members["host-a"]
-    locks = [sg._lock, sg._flags_lock, member._lock, member._ops, sg._view._lock, sg._view.dispatcher._lock]
+    locks = [sg._lock, sg._flags._lock, sg._reader._lock, member._lock, member._ops, sg._view._lock, sg._view.dispatcher._lock]
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
