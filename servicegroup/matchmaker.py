@@ -217,7 +217,7 @@ class MatchMaker:
 
     def _ring(self, topic: str, members: Mapping[str, Any]) -> Any:
         """The hash ring over *members*, rebuilt only when they change."""
-        from servicegroup.ring import HashRing, capability_weight
+        from servicegroup.hashring import HashRing, capability_weight
 
         shape = frozenset((h, capability_weight(c, member=h, warned=self._warned, group=topic))
                           for h, c in members.items())
