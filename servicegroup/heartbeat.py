@@ -30,7 +30,7 @@ from tooz import coordination
 
 from servicegroup import backend
 from servicegroup import forksafe
-from servicegroup.membership import INCARNATION
+from servicegroup.watches import INCARNATION
 
 LOG = logging.getLogger(__name__)
 
