@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from tooz import coordination
 
 from bench import report
-from servicegroup import drivers
+from servicegroup import driver_urls
 from servicegroup.api import ServiceGroup
 
 DOWN_TIME = 3.0
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.backends.split(","):
         with tempfile.TemporaryDirectory() as workdir, backend(name, workdir) as (driver, url, records_url):
-            tooz_url = drivers.resolve(driver, url, records_url, ttl=DOWN_TIME)
+            tooz_url = driver_urls.resolve(driver, url, records_url, ttl=DOWN_TIME)
             suffix = f"{os.getpid()}-{int(time.time())}"
             ours = run_ours(driver, url, records_url, f"detect-{suffix}", args.kills)
             raw = run_raw(tooz_url, f"detect-raw-{suffix}", args.kills)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from tooz import hashring as tooz_hashring
 
 from bench.report import report
-from servicegroup import ring as sg_ring
+from servicegroup import hashring as sg_ring
 
 Lookup = Callable[[str], str]
 

@@ -109,7 +109,7 @@ def test_push_backends_wake_the_view(request, backend_server, tmp_path, name):
         observer.watch(topic, on_join=lambda t, h: joined.set())
         # The refresher thread and watch() race to subscribe; one does, the
         # other sees it under way: wait until it is in place.
-        assert wait_for(lambda: observer._pushes.get(topic) is not None), "no push subscription"
+        assert wait_for(lambda: observer._reader.subscribed(topic)), "no push subscription"
         member.join("host-a", topic)
         assert joined.wait(BOUND)
     finally:
@@ -148,7 +148,7 @@ def test_unreachable_database_is_a_typed_error_without_the_password(tmp_path):
 
 @pytest.mark.parametrize("driver", ["zk", "mc", "redis", "etcd", "consul"])
 def test_unknown_url_option_is_refused_by_name(tmp_path, driver):
-    from servicegroup.drivers import DEFAULT_URLS
+    from servicegroup.driver_urls import DEFAULT_URLS
 
     with pytest.raises(errors.InvalidURL, match="bogus_option"):
         ServiceGroup(driver=driver, url=f"{DEFAULT_URLS[driver]}?bogus_option=1",
@@ -257,7 +257,7 @@ def test_reading_a_topic_nobody_joined_creates_nothing_in_zookeeper(zookeeper_se
         sg._view.refresh(topic)
         assert topic.encode() not in probe.get_groups().get(), "a read must not create the group"
         sg.join("host-a", topic)  # once it exists, changes are pushed
-        assert wait_for(lambda: sg._pushes.get(topic) is not None)
+        assert wait_for(lambda: sg._reader.subscribed(topic))
     finally:
         probe.stop()
         sg.stop()

@@ -1,24 +1,21 @@
 """ServiceGroup: the one facade users touch.
 
-Records (host, topic, binary, flags) live in SQL through
-:mod:`servicegroup.records`; liveness (join, heartbeat, membership) goes
-through a tooz backend chosen by ``driver``. The two meet in
-:meth:`ServiceGroup.is_up`, which is where "is this service up?" is
-decided, in this order:
+It joins two stores that fail independently: service *records* (host,
+topic, binary, the operator's flags) in SQL, and *liveness* through a tooz
+backend. "Is this service up?" is decided in :meth:`ServiceGroup.is_up`,
+in this order:
 
-1. ``forced_down`` set (by an operator fencing a host) -> down, whatever the
-   backend says;
-2. otherwise up if and only if the host is listed in the topic's group in
-   the membership view (:mod:`servicegroup.membership`), which is at most
-   ``max_staleness`` old, and no older than ``service_down_time`` when the
-   backend cannot be read. The price of that outage grace, stated plainly:
-   while this process cannot read the backend, a host that died just
-   before can read as up until up to ``2 x service_down_time`` after its
-   last heartbeat; then every host reads as down.
+1. ``forced_down`` set (an operator fenced the host) -> down, whatever the
+   backend says (:mod:`servicegroup.flags`, answered from memory);
+2. otherwise up if and only if the topic's membership view lists the host
+   (:mod:`servicegroup.membership`: at most ``max_staleness`` old, and
+   trusted for ``service_down_time`` while the backend cannot be read).
 
 ``disabled`` is a scheduling flag and never changes liveness; neither does
 ``updated_at`` (enabling a service bumps it, which once made dead hosts
-look up in nova).
+look up in nova). The work behind the answers lives elsewhere: members and
+their heartbeats in :mod:`servicegroup.heartbeat`, backend reads in
+:mod:`servicegroup.reader`.
 """
 
 from __future__ import annotations
@@ -26,32 +23,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 import datetime
 import logging
-import os
 import random
-import socket
 import threading
 from typing import TYPE_CHECKING, Any
-import uuid
-
-from tooz import coordination
 
 from servicegroup import backend
 from servicegroup import conf as sg_conf
-from servicegroup import drivers
+from servicegroup import driver_urls
 from servicegroup import errors
+from servicegroup import forksafe
 from servicegroup import names
-from servicegroup import push
 from servicegroup import urls
+from servicegroup.flags import FlagsCache
 from servicegroup.heartbeat import EventCallback
 from servicegroup.heartbeat import Member
-from servicegroup.membership import INCARNATION
-from servicegroup.membership import ChangeCallback
-from servicegroup.membership import Members
 from servicegroup.membership import MembershipView
-from servicegroup.membership import Watch
-from servicegroup.membership import WatchCallback
+from servicegroup.reader import Reader
 from servicegroup.records import Records
 from servicegroup.records import Service
+from servicegroup.watches import ChangeCallback
+from servicegroup.watches import Watch
+from servicegroup.watches import WatchCallback
 
 if TYPE_CHECKING:
     from oslo_config import cfg
@@ -59,12 +51,6 @@ if TYPE_CHECKING:
     from servicegroup.ring import Partitioner
 
 LOG = logging.getLogger(__name__)
-
-_ZK_SCHEMES = {"zookeeper", "kazoo"}
-#: tooz drivers whose stop() deletes the member id's heartbeat key: stopping
-#: expire()'s short-lived coordinator would mark the live host dead in every
-#: topic, so it is dropped unstopped (its client closes when collected).
-_STOP_DELETES_BEAT = {"memcached", "redis"}
 
 
 class ServiceGroup:
@@ -95,46 +81,27 @@ class ServiceGroup:
         exist for tests (an in-memory backend, a fake clock, no threads).
         """
         self.settings = sg_conf.Settings(
-            driver=driver,
-            url=url,
-            records_url=records_url,
-            report_interval=report_interval,
-            service_down_time=service_down_time,
-            max_staleness=max_staleness,
-        )
-        self.url = drivers.resolve(driver, url, records_url, ttl=service_down_time)
-        self._scheme = self.url.partition("://")[0]
+            driver=driver, url=url, records_url=records_url, report_interval=report_interval,
+            service_down_time=service_down_time, max_staleness=max_staleness)
+        self.url = driver_urls.resolve(driver, url, records_url, ttl=service_down_time)
         self._factory = coordinator_factory or backend.default_factory
         self._background = background
-        self.records = Records(records_url)
+        self.records = records = Records(records_url)
         self._members: dict[str, Member] = {}
-        self._reader: coordination.CoordinationDriver | None = None
-        self._reader_pid = os.getpid()
-        self._reader_failures = backend.FailureClock(after=max(10 * max_staleness, 5.0))
         self._stopped = False
         self._lock = threading.RLock()
         self._event_callbacks: list[EventCallback] = []
-        self._flags: dict[tuple[str, str], tuple[bool, bool]] = {}
-        # Bumped by every local flag write, so a refresh whose read started
-        # before the write cannot put the older flags back (see _refresh_flags).
-        self._flags_lock = threading.Lock()
-        self._flags_gen = 0
-        self._pushes: dict[str, push.Cancel | None] = {}
-        view_kw: dict[str, Any] = {}
-        if clock is not None:
-            view_kw["clock"] = clock
-        if wall_clock is not None:
-            view_kw["wall_clock"] = wall_clock
-        self._view = MembershipView(
-            self._fetch,
-            max_staleness=max_staleness,
-            grace=service_down_time,
-            start_thread=background,
-            also_refresh=self._refresh_flags,
-            on_forget=self._forget_topic,
-            **view_kw,
-        )
-        self._refresh_flags()
+        self._reader = Reader(self.url, self._factory, background=background,
+                              replace_after=max(10 * max_staleness, 5.0))
+        clocks = {k: v for k, v in (("clock", clock), ("wall_clock", wall_clock)) if v is not None}
+        self._view = MembershipView(self._reader.fetch, max_staleness=max_staleness, grace=service_down_time,
+                                    start_thread=background, on_forget=self._reader.forget, **clocks)
+        self._reader.attach(poke=self._view.poke, watched=self._view.watched)
+        self._flags = FlagsCache(lambda: records.flags(only_set=True), interval=max_staleness,
+                                 on_fence_change=self._view.notify_change, background=background,
+                                 **({"clock": clock} if clock is not None else {}))
+        forksafe.register(self, ServiceGroup._after_fork)
+        self._flags.start()
 
     @classmethod
     def from_config(cls, conf: cfg.ConfigOpts, **kwargs: Any) -> ServiceGroup:
@@ -144,15 +111,8 @@ class ServiceGroup:
     @classmethod
     def from_settings(cls, s: sg_conf.Settings, **kwargs: Any) -> ServiceGroup:
         """Build from already validated :class:`~servicegroup.conf.Settings`."""
-        return cls(
-            driver=s.driver,
-            url=s.url,
-            records_url=s.records_url,
-            report_interval=s.report_interval,
-            service_down_time=s.service_down_time,
-            max_staleness=s.max_staleness,
-            **kwargs,
-        )
+        return cls(driver=s.driver, url=s.url, records_url=s.records_url, report_interval=s.report_interval,
+                   service_down_time=s.service_down_time, max_staleness=s.max_staleness, **kwargs)
 
     def __repr__(self) -> str:
         return f"<ServiceGroup {backend.where(self.url)} records={self.records.url_redacted}>"
@@ -165,13 +125,8 @@ class ServiceGroup:
 
     # -- members ---------------------------------------------------------
 
-    def join(
-        self,
-        host: str,
-        topic: str,
-        binary: str | None = None,
-        capabilities: Mapping[str, Any] | None = None,
-    ) -> Service:
+    def join(self, host: str, topic: str, binary: str | None = None,
+             capabilities: Mapping[str, Any] | None = None) -> Service:
         """Record the service and make it a live member of *topic*.
 
         The heartbeat thread starts with this call and beats at once. If the
@@ -234,7 +189,7 @@ class ServiceGroup:
             host, topic, forced = svc.host, svc.topic, bool(svc.forced_down)
         if host is None or topic is None:
             raise TypeError("is_up() needs a Service or both topic= and host=")
-        if forced or self._forced_down(host, topic):
+        if forced or self._flags.forced_down(host, topic):
             return False
         try:
             members = self._view.members(topic)
@@ -258,10 +213,17 @@ class ServiceGroup:
             reason = f"{where}: {reason}"
         return urls.redact(reason, url=self.url)
 
+    def flags_age(self) -> float | None:
+        """Seconds since the forced_down/disabled flags were last read from
+        the records database (None: never). While that database cannot be
+        read, the last known flags keep answering and this grows; a flag
+        written by this process counts at once whatever the age."""
+        return self._flags.age()
+
     def members(self, topic: str) -> dict[str, dict[str, Any]]:
         """Live, not forced-down hosts of *topic* with their capabilities."""
         view = self._view.members(topic) or {}
-        return {h: dict(c) for h, c in view.items() if not self._forced_down(h, topic)}
+        return {h: dict(c) for h, c in view.items() if not self._flags.forced_down(h, topic)}
 
     def get_all(self, topic: str) -> list[str]:
         """Live hosts of *topic*, sorted (forced-down hosts excluded)."""
@@ -344,20 +306,9 @@ class ServiceGroup:
         """
         self._view.hide(topic, host)
         member = self._members.get(host)
-        with backend.errors_translated(self.url):
-            # tooz removes only a coordinator's own member id, so a host this
-            # process did not join is removed by a short-lived coordinator
-            # with that id, one that never heartbeats as it.
-            coord = member.coordinator() if member else backend.start(self._factory, self.url, host, beat=False)
-            try:
-                coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
-            except errors.NotSupported:
-                return False
-            except (coordination.MemberNotJoined, coordination.GroupNotCreated):
-                pass  # already gone
-            finally:
-                if member is None and self._scheme not in _STOP_DELETES_BEAT:
-                    _quiet_stop(coord)
+        if not backend.remove_member(self._factory, self.url, topic, host,
+                                     member.coordinator() if member else None):
+            return False
         # Re-read now: a snapshot from before the removal would tell a member
         # of this process that it is still listed, and delay its re-join.
         self._view.refresh(topic)
@@ -374,7 +325,7 @@ class ServiceGroup:
     def force_down(self, host: str, topic: str, down: bool = True) -> Service:
         """Fence (or unfence) a service: ``is_up`` is False while set."""
         svc = self.records.set_forced_down(names.check(host, "host"), names.check(topic, "topic"), down)
-        self._set_flags(svc)
+        self._flags.set(svc)
         return svc
 
     def disable(self, host: str, topic: str, reason: str | None = None) -> Service:
@@ -386,215 +337,42 @@ class ServiceGroup:
 
     def stop(self) -> None:
         """Leave every topic, stop every thread, close every connection."""
-        self._check_fork()
         with self._lock:  # the same lock _member() checks _stopped under
             self._stopped = True
             members, self._members = list(self._members.values()), {}
+        self._reader.refuse()  # a refresh under way must not reconnect
         for member in members:
             member.stop()
         self._view.stop()
-        self._cancel_pushes()
-        with self._lock:
-            reader, self._reader = self._reader, None
-        if reader is not None and self._reader_pid == os.getpid():
-            _quiet_stop(reader)
+        self._flags.stop()
+        self._reader.close()
         self.records.dispose()
-
-    def _cancel_pushes(self) -> None:
-        with self._lock:
-            pushes, self._pushes = self._pushes, {}
-        for cancel in pushes.values():
-            if cancel is not None:
-                try:
-                    cancel()
-                except Exception:  # a dead subscription is already cancelled
-                    pass
 
     # -- internals -------------------------------------------------------
 
     def _member(self, host: str) -> Member:
-        self._check_fork()
         with self._lock:
             if self._stopped:
                 # A member made now would beat forever: nothing stops it again.
                 raise errors.ServiceGroupError("this ServiceGroup is stopped")
-            member = self._members.get(host)
-            if member is None:
-                member = Member(
-                    self.url,
-                    host,
-                    report_interval=self.settings.report_interval,
-                    factory=self._factory,
-                    on_event=self._dispatch_event,
-                    seen=self._seen_recently,
-                    background=self._background,
-                )
-                self._members[host] = member
-            return member
+            if host not in self._members:
+                self._members[host] = Member(
+                    self.url, host, report_interval=self.settings.report_interval, factory=self._factory,
+                    on_event=self._dispatch_event, seen=self._seen_recently, background=self._background)
+            return self._members[host]
 
-    def _reader_coordinator(self) -> coordination.CoordinationDriver:
-        """A non-member coordinator for reads (one per process, fork-aware)."""
-        self._check_fork()
-        with self._lock:
-            if self._stopped:
-                # The refresher may still be mid-cycle: never reconnect after stop().
-                raise errors.ServiceGroupError("this ServiceGroup is stopped")
-            if self._reader is None:
-                reader_id = f"sg-observer.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-                self._reader = backend.start(self._factory, self.url, reader_id)
-            return self._reader
-
-    def _check_fork(self) -> None:
-        """In a forked child: drop the parent's reader, pushes and lock.
-
-        Checked before taking ``_lock``: a lock some parent thread held at
-        fork time (the refresher holds it while connecting) is held forever
-        in the child.
-        """
-        if self._reader_pid != os.getpid():
-            self._lock = threading.RLock()
-            self._flags_lock = threading.Lock()
-            self._reader, self._reader_pid = None, os.getpid()
-            self._pushes = {}
-
-    def _fetch(self, topic: str) -> dict[str, dict[str, Any]]:
-        try:
-            members = self._fetch_with(self._reader_coordinator(), topic)
-        except Exception:
-            if self._reader_failures.failed():  # see backend.FailureClock
-                with self._lock:
-                    broken, self._reader = self._reader, None
-                self._cancel_pushes()
-                backend.discard(broken)
-            raise
-        self._reader_failures.ok()
-        return members
-
-    def _fetch_with(self, coord: coordination.CoordinationDriver, topic: str) -> dict[str, dict[str, Any]]:
-        group = topic.encode()
-        beats: dict[bytes, float | None] = {}
-        with backend.errors_translated(self.url):
-            try:
-                raw = _read_members(coord, group, beats)
-            except coordination.GroupNotCreated:
-                # Nobody ever joined: an empty group, not an error. Push only
-                # for a watched topic: on ZooKeeper subscribing creates the
-                # group's node, which a mere read (a typo'd or dead direct
-                # matchmaker name) must not do.
-                if self._view.watched(topic):
-                    self._subscribe(coord, topic)
-                return Members()
-        self._subscribe(coord, topic)
-        members = Members()
-        for member_id, caps in raw.items():
-            host = member_id.decode("utf-8", "replace") if isinstance(member_id, bytes) else str(member_id)
-            caps = caps if isinstance(caps, dict) else {}
-            if self._scheme in _ZK_SCHEMES and host == "leader" and INCARNATION not in caps:
-                continue  # tooz's ZooKeeper leader-election pseudo-member
-            members[host] = caps
-            beat = beats.get(member_id)
-            if beat is not None:
-                members.beats[host] = beat
-        return members
-
-    def _subscribe(self, coord: coordination.CoordinationDriver, topic: str) -> None:
-        """ZooKeeper/etcd/Consul push changes: wake the view at once (push.py).
-
-        After a read that found the group; marked first, so a slow subscribe
-        is attempted once, not by every reader. The poke re-reads once, so a
-        change between that read and the subscription is not left to the
-        next poll.
-        """
-        if not self._background or topic in self._pushes or self._stopped:
-            return
-        self._pushes[topic] = None
-        self._pushes[topic] = push.subscribe(coord, self._scheme, topic, self._view.poke)
-        if self._pushes[topic] is not None:
-            self._view.poke(topic)
-
-    def _forget_topic(self, topic: str) -> None:
-        """The view dropped an idle topic: drop its push subscription too."""
-        with self._lock:
-            cancel = self._pushes.pop(topic, None)
-        if cancel is not None:
-            try:
-                cancel()
-            except Exception:  # a dead subscription is already cancelled
-                pass
-
-    def _refresh_flags(self) -> None:
-        gen = self._flags_gen
-        try:
-            flags = self.records.flags(only_set=True)
-        except Exception as exc:
-            LOG.warning("service flags could not be read: %s", backend.describe(exc))
-            return
-        with self._flags_lock:
-            # A force_down() that landed while we read is newer than our read:
-            # keep it (the next refresh reads it from the database anyway).
-            if self._flags_gen != gen:
-                return
-            old, self._flags = self._flags, flags
-        fenced_before = {key for key, (forced, _) in old.items() if forced}
-        fenced_now = {key for key, (forced, _) in flags.items() if forced}
-        for topic in sorted({t for _, t in fenced_before ^ fenced_now}):
-            self._view.notify_change(topic)
-
-    def _set_flags(self, svc: Service) -> None:
-        with self._flags_lock:
-            self._flags_gen += 1
-            before = self._flags.get((svc.host, svc.topic), (False, False))[0]
-            self._flags[(svc.host, svc.topic)] = (svc.forced_down, svc.disabled)
-        if before != svc.forced_down:
-            self._view.notify_change(svc.topic)
-
-    def _forced_down(self, host: str, topic: str) -> bool:
-        flags = self._flags.get((host, topic))
-        return bool(flags and flags[0])
+    def _after_fork(self) -> None:
+        """In a forked child (see :mod:`servicegroup.forksafe`): a fresh
+        lock (one a parent thread held at fork time stays held here)."""
+        self._lock = threading.RLock()
 
     def _seen_recently(self, topic: str, host: str, incarnation: Any) -> bool:
-        snap = self._view.snapshot(topic)
-        age = self._view.age(topic)
-        if snap is None or age is None or age > self.settings.report_interval:
-            return False
-        caps = snap.members.get(host)
-        return caps is not None and caps.get(INCARNATION) == incarnation
+        """A heartbeat's self-check answered from the view when it is fresh."""
+        return self._view.lists(topic, host, incarnation, within=self.settings.report_interval)
 
     def _dispatch_event(self, event: str, topic: str, host: str) -> None:
         for cb in list(self._event_callbacks):
             self._view.dispatcher.submit(cb, event, topic, host)
-
-
-def _read_members(coord: coordination.CoordinationDriver, group: bytes,
-                  beats: dict[bytes, float | None]) -> Mapping[bytes, Any]:
-    """Members of *group* with capabilities, in as few round trips as the
-    driver allows; fills *beats* where it reports heartbeat times.
-
-    Our SQL driver gives capabilities and heartbeat times in one SELECT;
-    tooz's drivers mostly have ``get_members_with_capabilities`` (one call,
-    where memcached's per-member GETs would be O(N) round trips); the last
-    resort is one call per member.
-    """
-    timeout = backend.CALL_TIMEOUT
-    with_beats = getattr(coord, "get_members_with_heartbeats", None)
-    if with_beats is not None:
-        rows = with_beats(group).get(timeout=timeout)
-        beats.update((m, beat) for m, (_, beat) in rows.items())
-        return {m: caps for m, (caps, _) in rows.items()}
-    try:
-        return coord.get_members_with_capabilities(group).get(timeout=timeout)
-    except NotImplementedError:
-        return {m: coord.get_member_capabilities(group, m).get(timeout=timeout)
-                for m in coord.get_members(group).get(timeout=timeout)}
-
-
-def _quiet_stop(coord: coordination.CoordinationDriver) -> None:
-    """Stop a coordinator, bounded: a client stuck reconnecting must not
-    hang ``stop()`` (tooz's ZooKeeper stop waits forever then)."""
-    try:
-        backend.bounded(coord.stop, backend.CALL_TIMEOUT, "stop")
-    except Exception:
-        pass
 
 
 __all__ = ["ServiceGroup", "Service", "errors"]

@@ -21,6 +21,7 @@ from oslo_utils import netutils
 from tooz import coordination
 
 from servicegroup import errors
+from servicegroup import profiles
 from servicegroup import urls
 
 CoordinatorFactory = Callable[[str, bytes], coordination.CoordinationDriver]
@@ -32,8 +33,6 @@ CONNECT_TIMEOUT = 5.0
 #: forever by default: a kazoo client stuck reconnecting would hang the
 #: heartbeat thread silently, which is worse than a failure it can count.
 CALL_TIMEOUT = 5.0
-
-_FILE_SCHEMES = {"sql+sqlite", "file", "ipc"}
 
 
 def default_factory(url: str, member_id: bytes) -> coordination.CoordinationDriver:
@@ -67,7 +66,7 @@ def where(url: str) -> str:
         parts = urls.split(url)
     except errors.InvalidURL:
         return f"{url.partition('://')[0]} backend {urls.redact(url)}"
-    if parts.scheme in _FILE_SCHEMES or not parts.hostname:
+    if profiles.for_scheme(parts.scheme).local or not parts.hostname:
         return f"{parts.scheme} backend {urls.redact(url)}"
     return f"{parts.scheme} backend at {parts.hostname}:{parts.port if parts.port else '(default port)'}"
 
@@ -87,7 +86,7 @@ def probe_tcp(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
     the same bounded, clear failure.
     """
     parts = urls.split(url)  # a malformed URL is InvalidURL, redacted
-    if parts.scheme in _FILE_SCHEMES or not parts.hostname or parts.port is None:
+    if profiles.for_scheme(parts.scheme).local or not parts.hostname or parts.port is None:
         return
     try:
         with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
@@ -181,6 +180,44 @@ class FailureClock:
             self._since = None
             return True
         return False
+
+
+def remove_member(factory: CoordinatorFactory, url: str, topic: str, host: str,
+                  coord: coordination.CoordinationDriver | None = None) -> bool:
+    """Remove *host* from *topic* in the backend, whoever runs it; False
+    when the backend cannot remove members (Consul's catalog mode).
+
+    tooz removes only a coordinator's own member id: *coord* is the host's
+    own coordinator when this process runs it; otherwise a short-lived one
+    borrows the host's id, one that never heartbeats as it.
+    """
+    with errors_translated(url):
+        borrowed = coord is None
+        if coord is None:
+            coord = start(factory, url, host, beat=False)
+        try:
+            coord.leave_group(topic.encode()).get(timeout=CALL_TIMEOUT)
+        except errors.NotSupported:
+            return False
+        except (coordination.MemberNotJoined, coordination.GroupNotCreated):
+            pass  # already gone
+        finally:
+            # Stopping a coordinator whose stop() deletes the host's
+            # heartbeat key would mark it dead in every topic: dropped
+            # unstopped instead (its client closes when collected).
+            if borrowed and not profiles.for_url(url).stop_deletes_beat:
+                stop_quietly(coord)
+    return True
+
+
+def stop_quietly(coord: coordination.CoordinationDriver) -> None:
+    """Stop a coordinator, bounded and never raising: a client stuck
+    reconnecting must not hang a shutdown (tooz's ZooKeeper ``stop()``
+    waits forever while kazoo reconnects)."""
+    try:
+        bounded(coord.stop, CALL_TIMEOUT, "stop")
+    except Exception:
+        pass
 
 
 def discard(coord: coordination.CoordinationDriver | None) -> None:

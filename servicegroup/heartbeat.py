@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable
 import contextlib
 import logging
-import os
 import threading
 import time
 from typing import Any
@@ -30,7 +29,8 @@ import uuid
 from tooz import coordination
 
 from servicegroup import backend
-from servicegroup.membership import INCARNATION
+from servicegroup import forksafe
+from servicegroup.watches import INCARNATION
 
 LOG = logging.getLogger(__name__)
 
@@ -71,7 +71,6 @@ class Member:
         #: join or leave): each beat retries, so no entry outlives our intent.
         self._unwanted: set[str] = set()
         self._coordinator: coordination.CoordinationDriver | None = None
-        self._pid = os.getpid()
         self._lock = threading.RLock()
         # Serialises join, leave and the heartbeat's check-and-heal, so a
         # heal can never re-join a topic that leave() just left, nor put back
@@ -83,6 +82,7 @@ class Member:
         self._failing = False
         self._failures = backend.FailureClock(after=max(10 * report_interval, 5.0))
         self.beats = 0
+        forksafe.register(self, Member._after_fork)
 
     # -- public ----------------------------------------------------------
 
@@ -92,7 +92,6 @@ class Member:
 
     def coordinator(self) -> coordination.CoordinationDriver:
         """This process's coordinator, started (built anew after a fork)."""
-        self._check_fork()
         with self._lock:
             if self._coordinator is None:
                 self._coordinator = backend.start(self._factory, self.url, self.host)
@@ -102,7 +101,6 @@ class Member:
         """Join *topic* now (raising if the backend refuses), then keep it joined."""
         caps = dict(capabilities or {})
         caps[INCARNATION] = uuid.uuid4().hex
-        self._check_fork()
         with self._ops:
             coord = self.coordinator()
             try:
@@ -131,7 +129,6 @@ class Member:
     def leave(self, topic: str) -> None:
         """Leave *topic*. If the backend cannot be told now, the error is
         raised and each later beat retries until the entry is gone."""
-        self._check_fork()
         with self._ops:
             with self._lock:
                 self._topics.pop(topic, None)
@@ -144,7 +141,6 @@ class Member:
 
     def beat(self) -> None:
         """One heartbeat cycle: beat, then check (and heal) each topic."""
-        self._check_fork()
         with self._ops:
             self._beat()
 
@@ -168,20 +164,16 @@ class Member:
 
     def stop(self) -> None:
         """Stop beating and leave every topic (others see us gone at once)."""
-        self._check_fork()  # before any lock: the parent's may be held forever here
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=max(5.0, self.report_interval))
         with self._lock:
             coord, self._coordinator = self._coordinator, None
-            if coord is not None and self._pid == os.getpid():
+            if coord is not None:
                 for topic in list(self._topics) + list(self._unwanted):
                     with contextlib.suppress(Exception):  # best effort: the TTL finishes the job
                         _leave(coord, topic)
-                try:  # bounded: tooz's ZooKeeper stop hangs while kazoo reconnects
-                    backend.bounded(coord.stop, backend.CALL_TIMEOUT, "stop")
-                except Exception:
-                    pass
+                backend.stop_quietly(coord)
             self._topics.clear()
 
     # -- internals -------------------------------------------------------
@@ -282,15 +274,10 @@ class Member:
         for topic in list(self._topics):
             self._mark_lost(topic, "its backend client was replaced")
 
-    def _check_fork(self) -> None:
-        # Before taking any lock: one the parent's heartbeat thread held at
-        # fork time stays held forever in the child.
-        if self._pid != os.getpid():
-            self._after_fork()
-
     def _after_fork(self) -> None:
-        """In a forked child: forget the parent's coordinator, topics, thread, locks."""
-        self._pid = os.getpid()
+        """In a forked child (see :mod:`servicegroup.forksafe`): forget the
+        parent's coordinator, topics, thread and locks. The child's first
+        join builds its own session; it never beats the parent's."""
         self._coordinator = None
         self._topics = {}
         self._lost = set()

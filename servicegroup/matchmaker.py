@@ -1,57 +1,16 @@
 """Topic -> live hosts, for ZeroMQ-style peer-to-peer messaging.
 
-A :class:`MatchMaker` answers the three lookups a zmq driver makes before
-it sends (oslo's matchmaker keys), from the facade's cached membership view
-(:meth:`ServiceGroup.members`): no backend round trip per lookup, and a
-host's death is seen within the service's detection bound
-(``service_down_time`` + ``max_staleness``).
-
-Lookups:
-
-- ``get_hosts(topic)``: fanout, every live host of *topic*, sorted;
-- ``get_host(topic)``: one live host, rotating (round robin) over the live
-  hosts; ``get_host(topic, key=k)``: consistent-hashed on *k* through
-  :class:`servicegroup.ring.HashRing` (weights from the ``weight``
-  capability via :func:`servicegroup.ring.capability_weight`; 0 drains a
-  host: still in fanout, owns no key), so the same key keeps going to the
-  same host while that host lives, and when it dies only its keys move;
-- direct ``topic.host`` (the old matchmaker's key form), for both calls.
-
-Which form a name is (topics may contain dots, hosts should not): a name
-is read as **direct** when it is not a known topic (registered through this
-MatchMaker, or answered as a topic by it before) and the part after its
-LAST dot is a live member of the topic named by the part before it. It then
-answers ``[host]``. Anything else is a topic lookup of the whole name. So a
-direct lookup answers only while the host lives; once it is dead the whole
-name is looked up as a topic and is (normally) empty: ``NoLiveHosts``.
-Host names containing a dot cannot be addressed in the direct form; use
-``get_hosts(topic)`` and pick, or name hosts without dots (the zmq example
-names hosts ``srv-1`` and puts the endpoint in the capabilities).
-
-An empty answer is never a silent fallback (the old matchmakers answered
-``localhost``): it raises :class:`~servicegroup.errors.NoLiveHosts` naming
-the name asked for. ``wait=seconds`` waits (bounded) for a first host, woken
-by the view's watch events rather than by polling.
-
-Acks and nacks, from the sending side:
-
-- ``expire(topic, host)`` (nack: a send failed or timed out) drops the host
-  from every answer at once, in this process and in the backend, through
-  :meth:`ServiceGroup.expire`; if the host's service is alive, its own
-  heartbeat re-joins it with a new incarnation within one
-  ``report_interval`` and it is an answer again. Where the nack cannot
-  reach the backend (outage; Consul's catalog mode, whose members Consul's
-  checks own) it holds in this process only, and lapses after
-  ``service_down_time``: a host is never hidden for good.
-- ``ack_alive(topic, host)`` (a send succeeded) cannot honestly do more
-  than the sender knows: that the host answered once. It never lists a host
-  the backend does not list (that would resurrect a service whose heartbeat
-  is wedged, or one an operator fenced), and it never writes another
-  process's heartbeat. What it does: if this MatchMaker's nack could not
-  reach the backend (outage) so the host is hidden here only, and the
-  backend still lists it with the same incarnation, the nack was wrong and
-  the host is an answer again. It returns whether the host is an answer now.
-
+A zmq driver asks, before every send, which hosts a topic stands for
+(oslo's matchmaker keys: fanout, one host, direct ``topic.host``). The old
+matchmakers answered from their own store, and their bugs were its bugs:
+expired hosts never came back, dead ones were never pruned, an empty
+answer silently became ``localhost``. This one keeps no store: it answers
+from the facade's cached membership view (:meth:`ServiceGroup.members`),
+so a lookup costs no backend round trip and a death is seen within the
+service's detection bound; an empty answer is
+:class:`~servicegroup.errors.NoLiveHosts`, never a guess. Acks and nacks
+(:meth:`MatchMaker.ack_alive`, :meth:`MatchMaker.expire`) feed what a
+sender learns back into liveness without ever overruling the backend.
 Works on every liveness backend: it only calls the facade.
 """
 
@@ -106,8 +65,14 @@ class MatchMaker:
         return self._answer(topic, wait, lambda name, members: sorted(members))
 
     def get_host(self, topic: str, key: Any = None, wait: float | None = None) -> str:
-        """One live host of *topic*: ``ring.owner(key)`` when *key* is given,
-        the next in rotation otherwise; the host itself for ``topic.host``."""
+        """One live host of *topic*; the host itself for ``topic.host``.
+
+        With *key*, consistent-hashed (:class:`~servicegroup.hashring.HashRing`,
+        weights from the ``weight`` capability; 0 drains a host: still in
+        fanout, owns no key): the same key keeps going to the same host
+        while it lives, and when it dies only its keys move. Without, the
+        next host in rotation (round robin).
+        """
 
         def pick(name: str, members: Mapping[str, Any]) -> str:
             hosts = sorted(members)
@@ -132,9 +97,14 @@ class MatchMaker:
     # -- acks and nacks ----------------------------------------------------
 
     def ack_alive(self, topic: str, host: str) -> bool:
-        """A send to *host* succeeded: lift this MatchMaker's nack if it never
-        reached the backend and the backend still lists the host unchanged.
-        Returns whether *host* is an answer now (see module docstring)."""
+        """A send to *host* succeeded; returns whether it is an answer now.
+
+        A send proves only that the host answered once, so this never lists
+        a host the backend does not list (that would resurrect a wedged or
+        fenced service) and never writes another process's heartbeat. It
+        lifts this MatchMaker's nack when that nack never reached the
+        backend and the backend still lists the host unchanged.
+        """
         with self._lock:
             local_only = (topic, host) in self._local_only_nacks
         if local_only and self._sg.unexpire(topic, host):
@@ -146,9 +116,14 @@ class MatchMaker:
 
     def expire(self, topic: str, host: str) -> bool:
         """A send to *host* failed: drop it from answers at once, everywhere,
-        until its own heartbeat re-joins it. Returns False if only the local
-        part was done: the backend could not be reached (logged), or it
-        cannot remove members (Consul catalog mode)."""
+        until its own heartbeat re-joins it (within one ``report_interval``
+        if it is alive, with a new incarnation).
+
+        Returns False if only the local part was done: the backend could not
+        be reached (logged), or it cannot remove members (Consul's catalog
+        mode, whose members Consul's checks own). Such a nack lapses after
+        ``service_down_time``: a host is never hidden for good.
+        """
         try:
             removed = self._sg.expire(topic, host)
         except errors.BackendUnavailable as exc:
@@ -166,8 +141,17 @@ class MatchMaker:
     # -- internals ---------------------------------------------------------
 
     def _resolve(self, name: str) -> dict[str, Any]:
-        """Live hosts (with capabilities) that *name* stands for, per the rule
-        in the module docstring; no I/O once the topics are in the view."""
+        """Live hosts (with capabilities) that *name* stands for; no I/O once
+        the topics are in the view.
+
+        Topics may contain dots, so *name* is read as direct ``topic.host``
+        only when it is not a known topic (registered through this
+        MatchMaker, or answered as a topic before) and the part after its
+        LAST dot is a live member of the topic before it. Anything else is
+        a topic lookup of the whole name, so a dead host's direct name is
+        (normally) empty. Host names with dots cannot be addressed this way:
+        name hosts without dots and put the endpoint in the capabilities.
+        """
         with self._lock:
             known = name in self._known
         if not known and "." in name:
@@ -217,7 +201,7 @@ class MatchMaker:
 
     def _ring(self, topic: str, members: Mapping[str, Any]) -> Any:
         """The hash ring over *members*, rebuilt only when they change."""
-        from servicegroup.ring import HashRing, capability_weight
+        from servicegroup.hashring import HashRing, capability_weight
 
         shape = frozenset((h, capability_weight(c, member=h, warned=self._warned, group=topic))
                           for h, c in members.items())

@@ -15,12 +15,11 @@ Staleness policy (the one place it is decided):
 - past ``grace`` the view says "unknown" (``None``) and ``is_up`` answers
   False: we can no longer vouch for anyone.
 
-Watches: each refresh diffs the new snapshot against the old one and queues
-join/leave events for a dispatcher thread, so callbacks never run on the
-caller's thread nor block the refresher. Every join carries an
-``incarnation`` token in its capabilities, so a leave followed by a re-join
-between two refreshes still shows as leave + join instead of vanishing.
-Event-driven backends call :meth:`MembershipView.poke` to refresh at once.
+Each refresh diffs the new snapshot against the old one and hands the
+differences to the watches (:mod:`servicegroup.watches`). Event-driven
+backends call :meth:`MembershipView.poke` with the topic that changed, and
+only that topic is read again at once; polling every topic each
+``max_staleness`` stays on as the safety net.
 """
 
 from __future__ import annotations
@@ -28,21 +27,26 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 import dataclasses
 import logging
-import os
-import queue
 import threading
 import time
 from typing import Any
-import weakref
 
 from tooz import coordination
 
+from servicegroup import forksafe
 from servicegroup import urls
+from servicegroup.watches import (
+    INCARNATION,
+    Capabilities,
+    ChangeCallback,
+    Dispatcher,
+    Watch,
+    WatchCallback,
+    queue_change,
+    queue_events,
+)
 
 LOG = logging.getLogger(__name__)
-
-Capabilities = dict[str, Any]
-
 
 class Members(dict[str, Capabilities]):
     """What a fetch returns: host -> capabilities, plus, where the backend
@@ -54,13 +58,6 @@ class Members(dict[str, Capabilities]):
 
 
 Fetch = Callable[[str], Mapping[str, Capabilities]]
-WatchCallback = Callable[[str, str], None]
-#: ``on_change(topic)``: the topic's live set (as ``ServiceGroup.members``
-#: sees it) may have changed; read it again.
-ChangeCallback = Callable[[str], None]
-
-#: Capability key holding the per-join token (see module docstring).
-INCARNATION = "incarnation"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,57 +67,6 @@ class Snapshot:
     members: Mapping[str, Capabilities]
     fetched_at: float  #: monotonic clock
     fetched_wall: float  #: wall clock, for "last seen" times shown to people
-
-
-class Watch:
-    """Handle returned by :meth:`MembershipView.watch`; ``cancel()`` stops it."""
-
-    def __init__(self, view: MembershipView, topic: str, on_join: WatchCallback | None,
-                 on_leave: WatchCallback | None, on_change: ChangeCallback | None = None) -> None:
-        self.topic = topic
-        self.on_join = on_join
-        self.on_leave = on_leave
-        self.on_change = on_change
-        self._view = view
-
-    def cancel(self) -> None:
-        self._view._unwatch(self)
-
-
-class _Dispatcher:
-    """One thread that runs watch callbacks in order, isolated from failures."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="servicegroup-watch", daemon=True)
-                self._thread.start()
-        self._queue.put((fn, args))
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            fn, args = item
-            try:
-                fn(*args)
-            except Exception:  # a user callback must not stop other callbacks
-                LOG.exception("watch callback %r failed for %s", fn, args)
-
-    def drain(self, timeout: float = 5.0) -> None:
-        """Wait until queued callbacks ran (tests and orderly shutdown)."""
-        done = threading.Event()
-        self.submit(done.set)
-        done.wait(timeout)
-
-    def stop(self) -> None:
-        self._queue.put(None)
 
 
 class MembershipView:
@@ -135,7 +81,6 @@ class MembershipView:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         start_thread: bool = True,
-        also_refresh: Callable[[], None] | None = None,
         on_forget: Callable[[str], None] | None = None,
         forget_after: float | None = None,
     ) -> None:
@@ -157,7 +102,6 @@ class MembershipView:
         self._start_thread = start_thread
         #: Topics whose last read failed -> why (one line, redacted).
         self._failing: dict[str, str] = {}
-        self._also_refresh = also_refresh
         self._on_forget = on_forget
         #: A topic nobody read or watched for this long stops being polled
         #: (a dead matchmaker direct name must not cost a read per interval
@@ -170,8 +114,10 @@ class MembershipView:
         # no read that started later has committed already.
         self._read_seq = 0
         self._committed: dict[str, int] = {}
-        self.dispatcher = _Dispatcher()
-        _reinit_in_forked_children(self)
+        #: Topics poked since the refresher last looked (None: every topic).
+        self._poked: set[str | None] = set()
+        self.dispatcher = Dispatcher()
+        forksafe.register(self, MembershipView._after_fork)
 
     def _after_fork(self) -> None:
         """In a forked child: fresh locks, events and dispatcher. A lock a
@@ -180,7 +126,7 @@ class MembershipView:
         the refresher restarts on the next read (see :meth:`members`)."""
         self._lock = threading.RLock()
         self._wake = threading.Event()
-        self.dispatcher = _Dispatcher()
+        self.dispatcher = Dispatcher()
 
     # -- reading ---------------------------------------------------------
 
@@ -238,9 +184,14 @@ class MembershipView:
         """Why the last read of *topic* failed (one line, redacted), if it did."""
         return self._failing.get(topic)
 
-    def failing(self, topic: str) -> bool:
-        """True while the last read of *topic* failed (answers come from grace)."""
-        return topic in self._failing
+    def lists(self, topic: str, host: str, incarnation: Any, *, within: float) -> bool:
+        """Whether a snapshot at most *within* seconds old lists *host* with
+        this *incarnation* (a heartbeat's self-check, without a read)."""
+        snap = self._snapshots.get(topic)
+        if snap is None or self._clock() - snap.fetched_at > within:
+            return False
+        caps = snap.members.get(host)
+        return caps is not None and caps.get(INCARNATION) == incarnation
 
     def age(self, topic: str) -> float | None:
         snap = self._snapshots.get(topic)
@@ -322,19 +273,30 @@ class MembershipView:
             # Queued under the lock: two overlapping reads commit in order,
             # so their events must reach the dispatcher in that order too.
             if old is not None:
-                self._emit(topic, old.members, members, watches)
+                queue_events(self.dispatcher, topic, old.members, members, watches)
             if old is None or recovered or old.members != members:
-                self._emit_change(topic, watches)
+                queue_change(self.dispatcher, topic, watches)
         return True
 
     def refresh_all(self) -> None:
         self._forget_idle()
-        for topic in sorted(self._topics):
+        self._refresh_each(sorted(self._topics))
+
+    def refresh_poked(self) -> None:
+        """Read the topics :meth:`poke` named since the last call (every
+        topic if a poke named none): what the refresher does when woken."""
+        with self._lock:
+            poked, self._poked = self._poked, set()
+        if None in poked:
+            self.refresh_all()
+        else:
+            self._refresh_each(sorted(t for t in poked if t is not None and t in self._topics))
+
+    def _refresh_each(self, topics: list[str]) -> None:
+        for topic in topics:
             if self._stopped.is_set():
                 return
             self.refresh(topic)
-        if self._also_refresh is not None and not self._stopped.is_set():
-            self._also_refresh()
 
     def _forget_idle(self) -> None:
         now = self._clock()
@@ -354,7 +316,10 @@ class MembershipView:
                 self._on_forget(topic)
 
     def poke(self, topic: str | None = None) -> None:
-        """Ask the refresher to run now (event-driven backends call this)."""
+        """Ask the refresher to read *topic* now (every topic if None):
+        event-driven backends call this when a topic changed."""
+        with self._lock:
+            self._poked.add(topic)
         self._wake.set()
 
     def _may_attempt(self, topic: str) -> bool:
@@ -375,13 +340,21 @@ class MembershipView:
                 self._thread.start()
 
     def _run(self) -> None:
+        """Every topic each ``max_staleness``; in between, poked topics at once."""
+        due = time.monotonic()
         while not self._stopped.is_set():
             try:
-                self.refresh_all()
+                if time.monotonic() >= due:
+                    due = time.monotonic() + self.max_staleness
+                    with self._lock:
+                        self._poked.clear()  # read below; later pokes wake us again
+                    self.refresh_all()
+                else:
+                    self.refresh_poked()
             except Exception as exc:  # never let the refresher die silently
                 LOG.error("membership refresh failed: %s", urls.redact(str(exc)))
                 LOG.debug("membership refresh failure", exc_info=True)
-            self._wake.wait(self.max_staleness)
+            self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -408,7 +381,7 @@ class MembershipView:
         member's capabilities change, so a consumer that rebuilds from the
         full list on each call (the hash ring) never misses a state.
         """
-        handle = Watch(self, topic, on_join, on_leave, on_change)
+        handle = Watch(self._unwatch, topic, on_join, on_leave, on_change)
         with self._lock:
             self._watches.setdefault(topic, []).append(handle)
         self._interest(topic)
@@ -424,30 +397,13 @@ class MembershipView:
         """Tell *topic*'s ``on_change`` watchers to re-read (for changes made
         outside the backend, such as fencing)."""
         with self._lock:
-            self._emit_change(topic, list(self._watches.get(topic, ())))
-
-    def _emit_change(self, topic: str, watches: list[Watch]) -> None:
-        for w in watches:
-            if w.on_change:
-                self.dispatcher.submit(w.on_change, topic)
+            queue_change(self.dispatcher, topic, list(self._watches.get(topic, ())))
 
     def _unwatch(self, handle: Watch) -> None:
         with self._lock:
             handles = self._watches.get(handle.topic, [])
             if handle in handles:
                 handles.remove(handle)
-
-    def _emit(self, topic: str, old: Mapping[str, Capabilities], new: Mapping[str, Capabilities],
-              watches: list[Watch]) -> None:
-        left, joined = diff(old, new)
-        for host in left:
-            for w in watches:
-                if w.on_leave:
-                    self.dispatcher.submit(w.on_leave, topic, host)
-        for host in joined:
-            for w in watches:
-                if w.on_join:
-                    self.dispatcher.submit(w.on_join, topic, host)
 
     def _unhide_reincarnated(self, topic: str, members: Mapping[str, Capabilities]) -> None:
         hidden = self._hidden.get(topic)
@@ -461,30 +417,3 @@ class MembershipView:
             elif caps is not None and caps.get(INCARNATION) != incarnation:
                 del hidden[host]  # back with a new incarnation: the nack did its job
 
-
-def _reinit_in_forked_children(view: MembershipView) -> None:
-    """Run ``view._after_fork()`` in every child forked while *view* lives
-    (held weakly: registering must not keep views alive)."""
-    ref = weakref.ref(view)
-
-    def after() -> None:
-        alive = ref()
-        if alive is not None:
-            alive._after_fork()
-
-    os.register_at_fork(after_in_child=after)
-
-
-def diff(old: Mapping[str, Capabilities], new: Mapping[str, Capabilities]) -> tuple[list[str], list[str]]:
-    """Hosts that left and hosts that joined between two snapshots.
-
-    A host present in both with a different incarnation left and re-joined:
-    it appears in both lists, leave first.
-    """
-    left = sorted(h for h in old if h not in new or _incarnation(old[h]) != _incarnation(new[h]))
-    joined = sorted(h for h in new if h not in old or _incarnation(old[h]) != _incarnation(new[h]))
-    return left, joined
-
-
-def _incarnation(caps: Capabilities | None) -> Any:
-    return caps.get(INCARNATION) if isinstance(caps, dict) else None

@@ -25,21 +25,20 @@ LOG = logging.getLogger(__name__)
 Cancel = Callable[[], None]
 
 
-def subscribe(coord: Any, scheme: str, topic: str, poke: Callable[[], None]) -> Cancel | None:
+def subscribe(coord: Any, kind: str | None, topic: str, poke: Callable[[], None]) -> Cancel | None:
     """Call *poke* whenever *topic*'s members change; return a cancel function.
 
-    ``None`` means this backend (or this tooz version) cannot push: poll.
+    *kind* is the backend's push mechanism
+    (:attr:`servicegroup.profiles.Profile.push`). ``None`` back means this
+    backend (or this tooz version) cannot push: poll.
     """
+    how = _MECHANISMS.get(kind or "")
+    if how is None:
+        return None
     try:
-        if scheme in ("zookeeper", "kazoo"):
-            return _zookeeper(coord, topic, poke)
-        if scheme in ("etcd3+http", "etcd3+https"):
-            return _etcd(coord, topic, poke)
-        if scheme in ("consul", "consul+https"):
-            # Our own driver: blocking queries (?index=), a public hook.
-            return coord.subscribe(topic.encode(), poke)
+        return how(coord, topic, poke)
     except Exception as exc:  # push is an optimisation: never fail a read over it
-        LOG.info("no push notifications for %r on %s (%s); polling", topic, scheme, exc)
+        LOG.info("no push notifications for %r (%s watch: %s); polling", topic, kind, exc)
     return None
 
 
@@ -76,3 +75,16 @@ def _etcd(coord: Any, topic: str, poke: Callable[[], None]) -> Cancel:
 
     threading.Thread(target=pump, name=f"servicegroup-etcd-watch-{topic}", daemon=True).start()
     return cancel
+
+
+def _consul(coord: Any, topic: str, poke: Callable[[], None]) -> Cancel:
+    # Our own driver: blocking queries (?index=), a public hook.
+    cancel: Cancel = coord.subscribe(topic.encode(), poke)
+    return cancel
+
+
+_MECHANISMS: dict[str, Callable[[Any, str, Callable[[], None]], Cancel]] = {
+    "zookeeper": _zookeeper,
+    "etcd": _etcd,
+    "consul": _consul,
+}

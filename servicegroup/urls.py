@@ -174,16 +174,6 @@ def _cut_userinfo(url: str) -> bool:
     return ours != theirs
 
 
-def host_port(url: str, default_port: int | None = None) -> tuple[str, int | None]:
-    """Split the network location of *url* into host and port.
-
-    Raises :class:`~servicegroup.errors.InvalidURL` (with the URL redacted)
-    when it is malformed (see :func:`split`).
-    """
-    parts = split(url)
-    return parts.hostname or "localhost", parts.port if parts.port is not None else default_port
-
-
 def query_options(url: str) -> dict[str, str]:
     """The query string of *url* as a flat dict (last value wins; an empty
     value counts: ``?timeout=`` is an option set to nothing, not unset).

@@ -9,6 +9,7 @@ import pytest
 from tooz import coordination
 
 from servicegroup import errors
+from servicegroup import forksafe
 from servicegroup.api import ServiceGroup
 from servicegroup.heartbeat import MEMBERSHIP_LOST, MEMBERSHIP_RESTORED
 from tests.fakes import TTL
@@ -151,12 +152,12 @@ def test_leave_then_rejoin_between_two_polls_is_not_lost(make_sg):
     assert seen == [("leave", "host-a"), ("join", "host-a")]
 
 
-def test_forked_child_does_not_share_the_parent_session(make_sg, monkeypatch):
+def test_forked_child_does_not_share_the_parent_session(make_sg):
     sg = make_sg()
     sg.join("host-a", "compute")
     member = sg._members["host-a"]
     parent_coord = member.coordinator()
-    monkeypatch.setattr("os.getpid", lambda: 999_999)
+    forksafe.after_fork_in_child()  # what a forked child runs first
     child_coord = member.coordinator()
     assert child_coord is not parent_coord
     assert member.topics == [], "the child must not heartbeat the parent's topics"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from servicegroup import drivers, errors
+from servicegroup import driver_urls as drivers, errors
 
 
 def test_db_alias_maps_the_records_url_and_keeps_absolute_sqlite_paths():

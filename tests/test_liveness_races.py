@@ -13,6 +13,7 @@ import time
 import pytest
 
 from servicegroup import backend
+from servicegroup import forksafe
 from servicegroup.heartbeat import Member
 from servicegroup.membership import MembershipView
 from tests.fakes import FakeServer
@@ -92,7 +93,7 @@ def test_fence_is_not_undone_by_a_concurrent_flags_refresh(make_sg):
         return stale
 
     sg.records.flags = flags_read_before_the_fence  # type: ignore[method-assign]
-    sg._refresh_flags()
+    sg._flags.refresh()
     assert not sg.is_up(topic="compute", host="host-a")
 
 
@@ -147,7 +148,7 @@ def _finishes(fn) -> list:
     return out
 
 
-def test_forked_child_does_not_block_on_locks_the_parent_held(make_sg, monkeypatch):
+def test_forked_child_does_not_block_on_locks_the_parent_held(make_sg):
     """The pid check ran inside the lock: a child forked while a parent
     thread held it (the refresher connecting, the heartbeat reconnecting)
     blocked forever on its first is_up() or join()."""
@@ -156,7 +157,7 @@ def test_forked_child_does_not_block_on_locks_the_parent_held(make_sg, monkeypat
     _held_by_a_dead_thread(sg._lock)
     _held_by_a_dead_thread(sg._members["host-a"]._lock)
     _held_by_a_dead_thread(sg._members["host-a"]._ops)
-    monkeypatch.setattr("os.getpid", lambda: 999_999)
+    forksafe.after_fork_in_child()  # what a forked child runs first
     assert _finishes(lambda: sg.join("host-b", "compute").host) == ["host-b"]
     assert _finishes(lambda: sg.join("host-a", "compute").host) == ["host-a"]
     sg._view._snapshots.clear()  # force a read through the (child's) reader
@@ -204,7 +205,7 @@ def test_a_real_fork_while_parent_threads_hold_every_lock_does_not_deadlock_the_
     sg = make_sg()
     sg.join("host-a", "compute")
     member = sg._members["host-a"]
-    locks = [sg._lock, sg._flags_lock, member._lock, member._ops, sg._view._lock, sg._view.dispatcher._lock]
+    locks = [sg._lock, sg._flags._lock, sg._reader._lock, member._lock, member._ops, sg._view._lock, sg._view.dispatcher._lock]
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:

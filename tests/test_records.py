@@ -422,3 +422,42 @@ def test_sqlite_option_pysqlite_would_ignore_is_refused_by_name(tmp_path) -> Non
     assert not (tmp_path / "r.sqlite").exists()
     Records(f"sqlite:///{tmp_path / 'r.sqlite'}?timeout=5").dispose()
     Records(f"sqlite:///{tmp_path / 'r.sqlite'}?uri=true&cache=shared", migrate=False).dispose()
+
+
+class _Refused(Exception):
+    """Raised instead of connecting: the test only wants the arguments."""
+
+
+def _connect_arguments(url: str) -> dict[str, object]:
+    """The DBAPI arguments a records connection to *url* would be opened with."""
+    recs = Records(url, migrate=False)
+    seen: dict[str, object] = {}
+
+    def capture(dialect, conn_rec, cargs, cparams):
+        seen.update(cparams)
+        raise _Refused()
+
+    event.listen(recs._engine, "do_connect", capture)
+    with pytest.raises(Exception):
+        recs.get("h", "t")
+    recs.dispose()
+    return seen
+
+
+def test_every_records_call_is_bounded_like_the_liveness_engine() -> None:
+    """A silent records database (a frozen host, a half-open connection)
+    held a records call for as long as the kernel kept the socket; the
+    records engine now has the liveness engine's bounds."""
+    from servicegroup.sqlengine import STATEMENT_TIMEOUT
+
+    pg = _connect_arguments("postgresql://u@127.0.0.1:1/db")
+    assert f"statement_timeout={STATEMENT_TIMEOUT * 1000}" in str(pg["options"])
+    assert pg["tcp_user_timeout"] == STATEMENT_TIMEOUT * 1000 and pg["keepalives"] == 1
+    my = _connect_arguments("mysql://u@127.0.0.1:1/db")
+    assert my["read_timeout"] == my["write_timeout"] == STATEMENT_TIMEOUT
+
+
+def test_the_records_urls_own_bounds_win() -> None:
+    assert _connect_arguments("mysql://u@127.0.0.1:1/db?read_timeout=5")["read_timeout"] == 5
+    own = _connect_arguments("postgresql://u@127.0.0.1:1/db?options=-c%20statement_timeout%3D200")
+    assert own["options"] == "-c statement_timeout=200"

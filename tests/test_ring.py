@@ -7,6 +7,7 @@ more than the joiner's share, a rebalance costs the whole fleet a warm cache.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -451,3 +452,17 @@ def test_an_observer_partitioner_keeps_following_when_its_host_is_ambiguous() ->
     assert p.members() == ["a", "b", "c"], "the ring must not freeze"
     with pytest.raises(errors.ConfigError, match="pass host="):
         p.owns("x")
+
+
+def test_the_ambiguous_host_warning_is_logged_once_and_kept_apart_from_weight_warnings(caplog) -> None:
+    """The "ambiguous host" warning was remembered as a fake (member,
+    weight) pair in the set of weight warnings."""
+    sg = FakeGroups()
+    sg.groups["g"] = {"a": {}, "b": {}}
+    p = Partitioner(sg, "g")
+    sg.joined = ["a", "b"]
+    with caplog.at_level(logging.WARNING, logger="servicegroup.ring"):
+        sg.join("g", "c")
+        sg.join("g", "d")
+    assert sum("pass host=" in r.getMessage() for r in caplog.records) == 1
+    assert p._warned == set(), "only weight warnings belong in the weight-warning set"

@@ -21,7 +21,7 @@ from sqlalchemy import event
 import tooz
 from tooz import coordination
 
-from servicegroup import drivers
+from servicegroup import driver_urls as drivers
 from servicegroup import errors
 from servicegroup.drivers import _base
 from servicegroup.drivers import sql
@@ -373,7 +373,7 @@ def test_dbapi_options_reach_the_liveness_engine_and_ours_do_not() -> None:
         "sql+postgresql://u:pw@db.example:5432/nova?sslmode=require&timeout=5&table_prefix=t_", b"m1")
     assert dict(c._db.url.query) == {"sslmode": "require"}
     m = coordination.get_coordinator("sql+mysql://root@h/db?charset=latin1", b"m1")
-    assert "charset" not in m._db._connect_args({"connect_timeout": 5, "charset": "utf8mb4"}), \
+    assert "charset" not in m._db.server_connect_args(), \
         "the URL's charset wins over our default"
 
 
@@ -387,7 +387,7 @@ def test_server_connections_are_bounded_so_no_call_hangs_on_a_dead_network() -> 
     """SQL calls run synchronously: get(timeout) cannot cut them short, so
     the connection must (a half-open TCP connection would otherwise hold a
     heartbeat for hours)."""
-    from servicegroup.drivers.sql_engine import STATEMENT_TIMEOUT
+    from servicegroup.sqlengine import STATEMENT_TIMEOUT
 
     pg = coordination.get_coordinator("sql+postgresql://u@h/db", b"m1")._db.server_connect_args()
     assert pg["tcp_user_timeout"] == STATEMENT_TIMEOUT * 1000 and pg["keepalives"] == 1

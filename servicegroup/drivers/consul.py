@@ -1,7 +1,7 @@
 """tooz group membership with liveness in Consul (schemes ``consul``, ``consul+https``).
 
 tooz removed its Consul driver in 9.0, and it never gave members liveness.
-This one has two modes (seed 000):
+This one has two modes:
 
 **registered** (default) - the library writes members. One Consul session
 per coordinator (TTL, ``Behavior=delete``, ``LockDelay=0``); a member is the

@@ -14,12 +14,10 @@ are this driver's, listed in :attr:`SQLDriver.URL_OPTIONS`:
 - ``connect_timeout`` - seconds to wait for a PostgreSQL/MySQL connection
   (default 5), so that an unreachable server fails fast.
 
-Liveness (schema in :mod:`.sql_schema`): each started coordinator owns one
-session row whose ``expires_at`` is set from the *database server's* clock
-(:func:`servicegroup.sqltime.server_epoch`), so clock skew between hosts
-never changes who is alive. Membership, lock and leader rows point at a
-session and count only while it is live, which makes a heartbeat one
-``UPDATE`` of one row whatever the number of groups.
+Liveness (:mod:`.sql_sessions`, tables in :mod:`.sql_schema`): each
+started coordinator owns one session row whose expiry is set by the
+database server's clock; a heartbeat is one ``UPDATE`` of that row
+whatever the number of groups.
 
 A session that expired is never revived: its locks may have been taken
 over. :meth:`SQLDriver.heartbeat` then opens a fresh session, drops the
@@ -36,7 +34,6 @@ import logging
 import random
 import threading
 from typing import Any, TypeVar
-import uuid
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -48,6 +45,7 @@ from servicegroup.drivers import _base
 from servicegroup.drivers import sql_engine
 from servicegroup.drivers import sql_locks
 from servicegroup.drivers import sql_schema
+from servicegroup.drivers import sql_sessions
 from servicegroup.sqltime import server_epoch
 
 LOG = logging.getLogger(__name__)
@@ -110,28 +108,18 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         self._beats_until_reap = random.randint(1, REAP_EVERY)
 
     def __repr__(self) -> str:
-        return (
-            f"<{type(self).__name__} {self._db!r} "
-            f"member={self._member_id!r} session={self._session_id or None}>"
-        )
+        return f"<{type(self).__name__} {self._db!r} member={self._member_id!r} session={self._session_id or None}>"
 
     # --- transactions -----------------------------------------------------
 
-    def _run(
-        self,
-        fn: Callable[[Connection], T],
-        *,
-        readonly: bool = False,
-        conflict: Callable[[], tooz.ToozError] | None = None,
-    ) -> T:
+    def _run(self, fn: Callable[[Connection], T], *, readonly: bool = False,
+             conflict: Callable[[], tooz.ToozError] | None = None) -> T:
         return self._db.run(fn, readonly=readonly, conflict=conflict)
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
         return self._run(fn, readonly=True)
 
-    def _write(
-        self, fn: Callable[[Connection], T], conflict: Callable[[], tooz.ToozError] | None = None
-    ) -> T:
+    def _write(self, fn: Callable[[Connection], T], conflict: Callable[[], tooz.ToozError] | None = None) -> T:
         """A write on behalf of our session: it refreshes the session in the
         same transaction and refuses to write rows for a dead one (they
         would be invisible, or a lock breakable at once)."""
@@ -151,32 +139,10 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
     # --- session lifecycle ------------------------------------------------
 
     def _touch(self, conn: Connection, session_id: str) -> bool:
-        """Extend a live session; False when it is expired or gone."""
-        s = self._t.sessions
-        stmt = (
-            sa.update(s)
-            .where(s.c.session_id == session_id, s.c.expires_at > server_epoch())
-            .values(expires_at=server_epoch() + self._ttl, beat_at=server_epoch())
-        )
-        return conn.execute(stmt).rowcount == 1
+        return sql_sessions.touch(conn, self._t, session_id, self._ttl)
 
     def _open_session(self, conn: Connection) -> str:
-        session_id = uuid.uuid4().hex
-        conn.execute(
-            sa.insert(self._t.sessions).values(
-                session_id=session_id,
-                member_id=self._member_id,
-                created_at=server_epoch(),
-                beat_at=server_epoch(),
-                expires_at=server_epoch() + self._ttl,
-            )
-        )
-        return session_id
-
-    def _delete_session(self, conn: Connection, session_id: str) -> None:
-        t = self._t
-        for table in (t.members, t.locks, t.leaders, t.sessions):
-            conn.execute(sa.delete(table).where(table.c.session_id == session_id))
+        return sql_sessions.open_session(conn, self._t, self._member_id, self._ttl)
 
     def _renew_session(self, lost: str) -> None:
         """Replace the *lost* session: never revive it (a lock it held may
@@ -188,7 +154,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
                 return
 
             def txn(conn: Connection) -> str:
-                self._delete_session(conn, old)
+                sql_sessions.delete_session(conn, self._t, old)
                 return self._open_session(conn)
 
             self._session_id = self._run(txn)
@@ -211,7 +177,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
 
     def _stop(self) -> None:
         try:
-            self._run(lambda conn: self._delete_session(conn, self._session_id))
+            self._run(lambda conn: sql_sessions.delete_session(conn, self._t, self._session_id))
         except tooz.ToozError as exc:
             LOG.warning("could not delete session at stop (it will expire): %s", exc)
         finally:
@@ -234,29 +200,15 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         if self._beats_until_reap <= 0:
             self._beats_until_reap = REAP_EVERY
             try:
-                self._run(self._reap)
+                self._run(lambda conn: sql_sessions.reap(conn, self._t))
             except tooz.ToozError as exc:  # reaping is housekeeping: never fatal
                 LOG.warning("reaping expired sessions failed: %s", exc)
         return self._ttl / 3.0
 
-    def _reap(self, conn: Connection) -> None:
-        """Delete expired sessions and every row that points at no session.
-
-        Only hygiene: readers already ignore rows of dead sessions.
-        """
-        t = self._t
-        conn.execute(sa.delete(t.sessions).where(t.sessions.c.expires_at <= server_epoch()))
-        live = sa.select(t.sessions.c.session_id)
-        for table in (t.members, t.locks, t.leaders):
-            conn.execute(sa.delete(table).where(table.c.session_id.not_in(live)))
-        held = sa.select(t.locks.c.name)
-        conn.execute(sa.delete(t.lock_names).where(t.lock_names.c.name.not_in(held)))
-
     # --- groups -----------------------------------------------------------
 
     def _live(self) -> Any:
-        s, m = self._t.sessions, self._t.members
-        return sa.and_(s.c.session_id == m.c.session_id, s.c.expires_at > server_epoch())
+        return sql_sessions.live(self._t)
 
     def _group_rows(self, group_id: bytes, member_id: bytes | None = None) -> list[Any]:
         """ONE select: the group row outer-joined to its live members (or
@@ -271,6 +223,14 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
             .where(g.c.group_id == group_id)
         )
         return self._read(lambda conn: conn.execute(query).all())
+
+    def _member_rows(self, group_id: bytes) -> list[Any]:
+        """The live members' rows of a group; GroupNotCreated if it has none."""
+        gid = _base.to_id(group_id, "group id")
+        rows = self._group_rows(gid)
+        if not rows:
+            raise coordination.GroupNotCreated(gid)
+        return [r for r in rows if r.member_id is not None]
 
     def create_group(self, group_id: bytes) -> _base.SyncResult[None]:
         def create() -> None:
@@ -369,11 +329,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
 
     def get_members(self, group_id: bytes) -> _base.SyncResult[set[bytes]]:
         def members() -> set[bytes]:
-            gid = _base.to_id(group_id, "group id")
-            rows = self._group_rows(gid)
-            if not rows:
-                raise coordination.GroupNotCreated(gid)
-            return {r.member_id for r in rows if r.member_id is not None}
+            return {r.member_id for r in self._member_rows(group_id)}
 
         return _base.SyncResult.of(members)
 
@@ -381,11 +337,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         self, group_id: bytes
     ) -> _base.SyncResult[dict[bytes, coordination.Capabilities | None]]:
         def members() -> dict[bytes, coordination.Capabilities | None]:
-            gid = _base.to_id(group_id, "group id")
-            rows = self._group_rows(gid)
-            if not rows:
-                raise coordination.GroupNotCreated(gid)
-            return {r.member_id: _caps(r.capabilities) for r in rows if r.member_id is not None}
+            return {r.member_id: _caps(r.capabilities) for r in self._member_rows(group_id)}
 
         return _base.SyncResult.of(members)
 
@@ -402,11 +354,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         """
 
         def members() -> dict[bytes, tuple[coordination.Capabilities | None, float | None]]:
-            gid = _base.to_id(group_id, "group id")
-            rows = self._group_rows(gid)
-            if not rows:
-                raise coordination.GroupNotCreated(gid)
-            return {r.member_id: (_caps(r.capabilities), r.beat_at) for r in rows if r.member_id is not None}
+            return {r.member_id: (_caps(r.capabilities), r.beat_at) for r in self._member_rows(group_id)}
 
         return _base.SyncResult.of(members)
 
@@ -461,32 +409,8 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
 
     def _take_leadership(self, gid: bytes) -> bool:
         """True when this call made us leader (not when we already were)."""
-        ld, s = self._t.leaders, self._t.sessions
-
         def txn(conn: Connection) -> bool:
-            live = sa.and_(s.c.session_id == ld.c.session_id, s.c.expires_at > server_epoch())
-            row = conn.execute(
-                sa.select(ld.c.session_id, s.c.session_id.label("live"))
-                .select_from(ld.outerjoin(s, live))
-                .where(ld.c.group_id == gid)
-            ).first()
-            if row is None:
-                conn.execute(
-                    sa.insert(ld).values(
-                        group_id=gid, member_id=self._member_id, session_id=self._session_id
-                    )
-                )
-                return True
-            if row.live is not None:
-                return False  # a live leader, perhaps us
-            # The leader's session died: take over, unless someone else did.
-            return bool(
-                conn.execute(
-                    sa.update(ld)
-                    .where(ld.c.group_id == gid, ld.c.session_id == row.session_id)
-                    .values(member_id=self._member_id, session_id=self._session_id)
-                ).rowcount
-            )
+            return sql_sessions.take_leadership(conn, self._t, gid, self._member_id, self._session_id)
 
         try:
             return self._write(txn, conflict=_LostRace)
@@ -510,15 +434,8 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         return bool(self._run(lambda conn: conn.execute(stmt).rowcount))
 
     def get_leader(self, group_id: bytes) -> _base.SyncResult[bytes]:
-        ld, s = self._t.leaders, self._t.sessions
-
         def leader() -> Any:
-            gid = _base.to_id(group_id, "group id")
-            query = (
-                sa.select(ld.c.member_id)
-                .join(s, s.c.session_id == ld.c.session_id)
-                .where(ld.c.group_id == gid, s.c.expires_at > server_epoch())
-            )
+            query = sql_sessions.leader_of(self._t, _base.to_id(group_id, "group id"))
             return self._read(lambda conn: conn.execute(query).scalar())
 
         return _base.SyncResult.of(leader)

@@ -8,7 +8,7 @@ is therefore one ``UPDATE`` of one row, however many groups and locks the
 coordinator holds.
 
 No foreign keys: SQLite does not enforce them by default, and the reaper
-(see :meth:`SQLDriver._reap`) deletes orphans explicitly anyway.
+(:func:`.sql_sessions.reap`) deletes orphans explicitly anyway.
 """
 
 from __future__ import annotations

@@ -1,18 +1,16 @@
-"""Engines for the records database: URL handling, errors, fork safety.
+"""The records database's engine and its errors, as servicegroup errors.
 
-Everything here exists because of a failure mode seen in the field:
+The engine itself (bounds, SQLite transactions, retries, fork safety) is
+:mod:`servicegroup.sqlengine`'s, shared with the SQL liveness backend. What
+is the records layer's own is what its callers see when something fails:
 
-- a URL typo must fail at once as :class:`~servicegroup.errors.InvalidURL`,
-  and an unreachable server must fail within ``connect_timeout`` as
-  :class:`~servicegroup.errors.BackendUnavailable` naming host, port and
-  database — never with the password, never after the kernel's two-minute
-  TCP timeout;
-- forked workers must not share the parent's pooled connections (two
-  processes talking on one socket corrupt each other's results), so every
-  engine is disposed without closing in the child after ``os.fork``;
-- SQLite's default deferred transactions deadlock two writers that both read
-  first (neither waits for the busy timeout): writes here begin with
-  ``BEGIN IMMEDIATE`` instead.
+- a URL typo fails at once as :class:`~servicegroup.errors.InvalidURL`;
+- an unreachable, silent or overloaded server fails within the engine's
+  bounds as :class:`~servicegroup.errors.BackendUnavailable` naming host,
+  port and database, never with the password;
+- a write is one transaction, retried whole when it lost a race (a unique
+  index clash with another process creating the same record, a deadlock),
+  and never half written.
 """
 
 from __future__ import annotations
@@ -20,43 +18,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 import contextlib
 import logging
-import math
-import os
 from typing import Any, TypeVar
 from urllib.parse import unquote
-import weakref
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.pool import StaticPool
 
 from servicegroup import errors
+from servicegroup import sqlengine
 from servicegroup.urls import redact, userinfo_end
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: DBAPI used when the URL names none: the ones this project installs.
-DEFAULT_DBAPI = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql"}
-
-#: Engines to dispose (without closing) in a forked child.
-_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for engine in list(_ENGINES):
-        # close=False: the sockets belong to the parent; closing them here
-        # would send a terminate message on the parent's live sessions.
-        engine.dispose(close=False)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-#: Dialects the records layer is built and tested for.
-SUPPORTED_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
 
 #: Query options pysqlite takes (SQLAlchemy silently drops any other unless
 #: ``uri=true``, which hands them to SQLite as URI parameters).
@@ -64,22 +38,11 @@ SQLITE_OPTIONS = frozenset({"uri", "timeout", "isolation_level", "detect_types",
                             "check_same_thread", "cached_statements"})
 
 
-def check_dialect(dialect: str, url: str) -> None:
-    """InvalidURL (URL redacted) unless *dialect* is one of
-    :data:`SUPPORTED_DIALECTS`: the one place that list is enforced, for the
-    records database and the ``db`` liveness URL derived from it."""
-    if dialect not in SUPPORTED_DIALECTS:
-        raise errors.InvalidURL(
-            f"records database dialect {dialect!r} is not supported in {redact(url)}: "
-            "use sqlite, postgresql or mysql/mariadb"
-        )
-
-
 def parse(url: str) -> URL:
     """Parse *url*, adding the default DBAPI; malformed -> InvalidURL.
 
     Refused here, before any connection, each as InvalidURL with the URL
-    redacted: a dialect other than :data:`SUPPORTED_DIALECTS` (their DBAPI
+    redacted: a dialect other than :data:`~servicegroup.sqlengine.SUPPORTED_DIALECTS` (their DBAPI
     is not installed: a ModuleNotFoundError otherwise), port 0, a SQLite
     option pysqlite would ignore, and a user name or password SQLAlchemy
     would read differently from what it looks like (an unencoded ``@``).
@@ -92,7 +55,7 @@ def parse(url: str) -> URL:
         # Not the exception's text: it may quote part of the password.
         raise errors.InvalidURL(f"malformed records URL {redact(url)}") from None
     backend, _, dbapi = parsed.drivername.partition("+")
-    check_dialect(backend, url)
+    sqlengine.check_dialect(backend, url)
     _check_userinfo(url, parsed)
     if parsed.port == 0:
         raise errors.InvalidURL(f"port 0 in records URL {redact(url)}: give the server's port or none")
@@ -104,8 +67,8 @@ def parse(url: str) -> URL:
                 f"SQLite takes {', '.join(sorted(SQLITE_OPTIONS))} (SQLite URI "
                 "parameters need uri=true)"
             )
-    if not dbapi and backend in DEFAULT_DBAPI:
-        parsed = parsed.set(drivername=f"{backend}+{DEFAULT_DBAPI[backend]}")
+    if not dbapi:
+        parsed = parsed.set(drivername=sqlengine.drivername(backend))
     try:
         parsed.get_dialect()
     except (sa_exc.NoSuchModuleError, ImportError) as exc:
@@ -143,63 +106,25 @@ def describe(url: URL) -> str:
     """``host:port/database`` of *url*, for messages (no credentials)."""
     if url.get_backend_name() == "sqlite":
         return f"sqlite file {url.database or ':memory:'}"
-    default_port = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}.get(url.get_backend_name())
+    default_port = sqlengine.DEFAULT_PORTS.get(url.get_backend_name())
     return f"{url.host or 'localhost'}:{url.port or default_port}/{url.database or ''}"
 
 
-def create(url: str, connect_timeout: float = 5.0) -> Engine:
-    """An engine for *url* with bounded connect time, registered for fork safety."""
+def create(url: str, connect_timeout: float = sqlengine.CONNECT_TIMEOUT) -> Engine:
+    """The engine for *url*: :func:`servicegroup.sqlengine.make_engine`'s
+    bounds, hooks and fork safety; a bad URL is InvalidURL."""
     parsed = parse(url)
-    backend = parsed.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    connect_args: dict[str, Any] = {}
-    if backend == "postgresql":
-        # libpq takes whole seconds (and treats 1 as 2).
-        connect_args["connect_timeout"] = max(1, math.ceil(connect_timeout))
-    elif backend in ("mysql", "mariadb"):
-        connect_args["connect_timeout"] = max(1, math.ceil(connect_timeout))
-        kwargs["pool_recycle"] = 3600  # below MySQL's default wait_timeout
-    elif backend == "sqlite":
-        kwargs.pop("pool_pre_ping")
-        if parsed.database in (None, "", ":memory:"):
-            # One shared in-memory database for every thread, not one each.
-            kwargs["poolclass"] = StaticPool
-            connect_args["check_same_thread"] = False
-    for key in list(connect_args):
-        if key in parsed.query:  # the URL's own option wins
-            connect_args.pop(key)
+    # A pooled connection the server closed is replaced before use, not
+    # failed: records calls are rare enough for the extra round trip.
+    kwargs: dict[str, Any] = {} if parsed.get_backend_name() == "sqlite" else {"pool_pre_ping": True}
     try:
-        engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+        return sqlengine.make_engine(parsed, connect_timeout=connect_timeout, **kwargs)
     except ImportError as exc:  # a supported dialect with a DBAPI not installed
         raise errors.InvalidURL(
             f"records URL {redact(url)} needs a DBAPI that is not installed: {_first_line(exc)}"
         ) from None
     except (sa_exc.ArgumentError, TypeError, ValueError) as exc:
         raise errors.InvalidURL(f"bad records URL {redact(url)}: {_first_line(exc)}") from None
-    if backend == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_on_connect)
-    _ENGINES.add(engine)
-    return engine
-
-
-def _sqlite_on_connect(dbapi_conn: Any, record: Any) -> None:
-    # Hand transaction control to us: pysqlite's implicit BEGIN is deferred
-    # (see module docstring); writes issue BEGIN IMMEDIATE themselves.
-    dbapi_conn.isolation_level = None
-    cursor = dbapi_conn.cursor()
-    try:
-        cursor.execute("PRAGMA foreign_keys=ON")
-        try:
-            # Readers no longer block the heartbeat writers (and vice versa).
-            cursor.execute("PRAGMA journal_mode=WAL")
-        except Exception:  # busy or read-only: keep the current journal
-            LOG.debug("could not switch SQLite to WAL", exc_info=True)
-    finally:
-        cursor.close()
-
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
 
 
 @contextlib.contextmanager
@@ -256,12 +181,14 @@ def connect(engine: Engine, url: str) -> Iterator[Connection]:
 
 @contextlib.contextmanager
 def read(engine: Engine, url: str) -> Iterator[Connection]:
-    """A connection for reads, every failure typed."""
+    """A connection for reads (on SQLite, autocommitted statements that
+    never wait for writers), every failure typed."""
     with connect(engine, url) as conn, translated(engine, url):
-        yield conn
+        yield sqlengine.readonly(conn)
 
 
-def run_write(engine: Engine, url: str, fn: Callable[[Connection], T], attempts: int = 3) -> T:
+def run_write(engine: Engine, url: str, fn: Callable[[Connection], T],
+              attempts: int = sqlengine.ATTEMPTS) -> T:
     """Run ``fn(conn)`` in one write transaction, retrying lost races.
 
     Committed on success, rolled back on any error: nothing is ever half
@@ -273,23 +200,20 @@ def run_write(engine: Engine, url: str, fn: Callable[[Connection], T], attempts:
         try:
             with connect(engine, url) as conn:
                 with translated(engine, url, passthrough=_retryable), conn.begin():
-                    if is_sqlite(engine):
-                        conn.exec_driver_sql("BEGIN IMMEDIATE")
                     return fn(conn)
         except sa_exc.DBAPIError as exc:
             if attempt == attempts or not _retryable(exc):
                 with translated(engine, url):
                     raise
             LOG.debug("retrying a write after a lost race: %s", _first_line(exc.orig or exc))
+            sqlengine.pause(attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.IntegrityError):
         return True
-    orig = getattr(exc, "orig", None)
-    code = getattr(orig, "pgcode", None) or (getattr(orig, "args", None) or [None])[0]
-    return code in ("40P01", "40001", 1213, 1205)  # deadlock, serialization, lock wait
+    return isinstance(exc, sa_exc.DBAPIError) and sqlengine.retryable(exc)
 
 
 def _first_line(exc: object) -> str:

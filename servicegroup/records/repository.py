@@ -23,7 +23,7 @@ import logging
 from typing import Any
 import uuid as uuidlib
 
-from sqlalchemy import func, insert, select, true, update
+from sqlalchemy import insert, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -271,12 +271,6 @@ class Records:
         now = as_utc(value)
         assert now is not None
         return now
-
-    def count(self) -> int:
-        """Number of live records (cheap; for the CLI and tests)."""
-        with engines.read(self._engine, self._url) as conn:
-            stmt = select(func.count()).select_from(services).where(services.c.deleted == 0)
-            return int(conn.execute(stmt).scalar_one())
 
     # -- lifecycle ---------------------------------------------------------
 

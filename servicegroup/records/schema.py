@@ -17,14 +17,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 import contextlib
 from pathlib import Path
+import time
 import zlib
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from servicegroup import errors
+from servicegroup import sqlengine
 
 #: Where the migration scripts live (shipped as package data).
 SCRIPT_LOCATION = Path(__file__).resolve().parent / "migrations"
@@ -57,6 +60,7 @@ def current(engine: Engine) -> str | None:
     from alembic.migration import MigrationContext
 
     with engine.connect() as conn:
+        sqlengine.readonly(conn)
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         return ctx.get_current_revision()
 
@@ -79,7 +83,15 @@ def locked_transaction(conn: Connection) -> Iterator[None]:
     name = conn.dialect.name
     if name == "postgresql":
         key = _lock_key(conn)
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        # Every statement is bounded (servicegroup.sqlengine); this wait may
+        # take longer, for this one transaction (the lock is the session's).
+        conn.execute(text(f"SET LOCAL statement_timeout = {LOCK_TIMEOUT * 1000}"))
+        try:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except sa_exc.OperationalError as exc:
+            if getattr(exc.orig, "pgcode", None) == "57014":  # query_canceled: the timeout
+                raise _lock_timeout() from None
+            raise
         conn.commit()
         try:
             with conn.begin():
@@ -88,25 +100,33 @@ def locked_transaction(conn: Connection) -> Iterator[None]:
             _release(conn, text("SELECT pg_advisory_unlock(:k)"), {"k": key})
     elif name in ("mysql", "mariadb"):
         lock = f"servicegroup.records.{conn.engine.url.database}"[:64]
-        got = conn.execute(
-            text("SELECT GET_LOCK(:n, :t)"), {"n": lock, "t": LOCK_TIMEOUT}
-        ).scalar()
+        # Waited for in short server-side waits: the client's read timeout
+        # (servicegroup.sqlengine) would cut one long GET_LOCK short.
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        got = None
+        while got != 1 and time.monotonic() < deadline:
+            got = conn.execute(text("SELECT GET_LOCK(:n, 1)"), {"n": lock}).scalar()
         conn.commit()  # no snapshot may predate the other process's migration
         if got != 1:
-            raise errors.BackendUnavailable(
-                f"timed out after {LOCK_TIMEOUT}s waiting for another process "
-                "to finish migrating the records database"
-            )
+            raise _lock_timeout()
         try:
             with conn.begin():
                 yield
         finally:
             _release(conn, text("SELECT RELEASE_LOCK(:n)"), {"n": lock})
     else:
+        # SQLite: the engine's BEGIN IMMEDIATE (servicegroup.sqlengine) is the
+        # lock; a connection marked read-only would skip it.
+        sqlengine.readonly(conn, False)
         with conn.begin():
-            if name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield
+
+
+def _lock_timeout() -> errors.BackendUnavailable:
+    return errors.BackendUnavailable(
+        f"timed out after {LOCK_TIMEOUT}s waiting for another process "
+        "to finish migrating the records database"
+    )
 
 
 def _lock_key(conn: Connection) -> int:
