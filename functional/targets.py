@@ -14,17 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from functional.fixtures.consul_server import ConsulTestServer
-from functional.fixtures.etcd_server import EtcdServer
-from functional.fixtures.memcached_server import MemcachedServer
-from functional.fixtures.redis_server import RedisServer
-from functional.fixtures.zookeeper_server import ZooKeeperServer
 from functional.members import Target
+from servicegroup.testing.consul import ConsulTestServer
 
 BACKENDS = ["db-sqlite", "db-postgresql", "db-mysql", "zk", "mc", "redis", "etcd", "consul"]
-
-#: Driver name -> private server class (the same map as conftest's pool).
-SERVER_CLASSES = {"zk": ZooKeeperServer, "mc": MemcachedServer, "redis": RedisServer, "etcd": EtcdServer}
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,13 @@ import consul
 import pytest
 from tooz import coordination
 
-from functional.fixtures import consul_server_real
-from functional.fixtures.consul_server import ConsulTestServer, validate_key
 from functional.members import wait_for
 from servicegroup import errors
 from servicegroup.api import ServiceGroup
 from servicegroup.drivers.consul import CatalogReadOnly, ConsulAccessDenied
 from servicegroup.matchmaker import MatchMaker
+from servicegroup.testing.consul import ConsulTestServer, validate_key
+from servicegroup.testing.consul import real as consul_server_real
 
 
 #: Real-agent runs exist only with a binary; their absence is reported once,

@@ -44,7 +44,7 @@ import pytest
 import sqlalchemy
 from tooz import coordination
 
-from functional.fixtures import servers
+from servicegroup.testing import servers
 from functional.members import wait_for
 
 BACKENDS = ["zk", "mc", "redis", "etcd"]
@@ -174,7 +174,7 @@ def test_sql_urls_connect(sql_url, dialect):
 
 
 def test_start_failure_names_the_server_and_shows_its_log(fresh_server):
-    from functional.fixtures.memcached_server import MemcachedServer
+    from servicegroup.testing.servers import MemcachedServer
 
     taken = fresh_server("mc")
     clash = MemcachedServer(port=taken.port)

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from tooz import coordination
 
-from functional.fixtures.consul_server import ConsulTestServer, FakeClock, fake_clock_server
 from servicegroup import backend
+from servicegroup.testing.clock import FakeClock
+from servicegroup.testing.consul import ConsulTestServer, fake_clock_server
 
 
 @pytest.fixture

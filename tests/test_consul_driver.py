@@ -19,9 +19,6 @@ import pytest
 import tooz
 from tooz import coordination
 
-from functional.fixtures.consul_server import (
-    ApiError, ConsulTestServer, FakeClock, validate_key,
-)
 from servicegroup import backend, errors
 from servicegroup.drivers import consul as consul_driver
 from servicegroup.drivers.consul import (
@@ -30,6 +27,8 @@ from servicegroup.drivers.consul import (
 )
 from servicegroup.drivers.consul_api import SessionGone
 from servicegroup.drivers.consul_kv import LOCKS, dec, enc
+from servicegroup.testing.clock import FakeClock
+from servicegroup.testing.consul import ApiError, ConsulTestServer, validate_key
 
 
 from tests.consul_fixtures import clock, coords, kv, srv  # noqa: F401 (fixtures)

@@ -13,7 +13,8 @@ import json
 import threading
 from typing import Any
 
-from functional.fixtures.consul_server import ConsulTestServer, FakeClock
+from servicegroup.testing.clock import FakeClock
+from servicegroup.testing.consul import ConsulTestServer
 from tests.consul_fixtures import clock, coords, kv, srv  # noqa: F401 (fixtures)
 
 
