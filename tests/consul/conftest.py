@@ -1,13 +1,12 @@
-"""Fixtures shared by the Consul backend and Consul test-server tests:
-the in-process test server on a fake clock, and coordinators on it.
-
-Imported by name into the modules that use them (``from
-tests.consul_fixtures import clock, srv``); their ``clock`` is the Consul
-server's, not the in-memory backend's of ``tests/conftest.py``.
+"""Fixtures of the Consul backend and Consul test-server tests: the
+in-process test server on the fake clock of ``tests/conftest.py`` (so a
+test moves the server's time with the same ``clock`` it gets), and
+coordinators on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,17 +18,13 @@ from servicegroup.testing.consul import ConsulTestServer, fake_clock_server
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def srv(clock: FakeClock) -> Any:
+def srv(clock: FakeClock) -> Iterator[ConsulTestServer]:
     yield from fake_clock_server(clock)
 
 
 @pytest.fixture
-def coords() -> Any:
+def coords() -> Iterator[Callable[..., Any]]:
+    """``coords(url, member=b"m1", start=True)`` -> a coordinator, stopped after the test."""
     started: list[coordination.CoordinationDriver] = []
 
     def make(url: str, member: bytes = b"m1", start: bool = True) -> Any:
@@ -42,7 +37,3 @@ def coords() -> Any:
     for c in started:
         if c.is_started:
             c.stop()
-
-
-def kv(srv: ConsulTestServer, prefix: str) -> dict[str, dict[str, Any]]:
-    return {e["Key"]: e for e in srv.state.kv_get(prefix, True, False, None)[1] or []}

@@ -19,9 +19,8 @@ import pytest
 import requests
 
 from servicegroup.testing.clock import FakeClock
-from servicegroup.testing.consul.server import ConsulTestServer, main
-from servicegroup.testing.consul.state import parse_duration
-from tests.consul_fixtures import clock, srv  # noqa: F401 (fixtures)
+from servicegroup.testing.consul import ConsulTestServer, parse_duration
+from servicegroup.testing.consul.runner import main
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from typing import Any
 
 from servicegroup.testing.clock import FakeClock
 from servicegroup.testing.consul import ConsulTestServer
-from tests.consul_fixtures import clock, coords, kv, srv  # noqa: F401 (fixtures)
 
 
 def test_locks_of_one_coordinator_exclude_each_other(srv: Any, coords: Any) -> None:
@@ -36,7 +35,7 @@ def _waiter_gets_it_once_released(holder: Any, waiter: Any) -> None:
 
 
 def _lock_keys(srv: ConsulTestServer, name: str) -> dict[str, dict[str, Any]]:
-    return kv(srv, f"servicegroup/=locks/{name}/")
+    return srv.kv_entries(f"servicegroup/=locks/{name}/")
 
 
 def _listed(srv: ConsulTestServer, name: str) -> dict[str, Any]:
