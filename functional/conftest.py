@@ -14,10 +14,16 @@ one and stop at the end of the session:
   ``zookeeper``, ``memcached``).
 - ``fresh_server(name)``: a new private server for one test, stopped after
   it; for fault tests that would disturb others (wipe, long pauses).
+- ``target``: one per liveness backend (parametrised, each marked
+  ``backend(name)``), for the scenario suites; ``consul_agent``: the
+  session's Consul HTTP API test server.
 - ``sql_url(dialect)``: ``sqlite`` (a file in the test's tmp dir),
   ``postgresql`` or ``mysql`` (this session's own database on the shared
   servers ``make services`` starts, dropped at the end of the session; a
   test fails, naming the server, when one is down).
+
+``--backend NAME`` keeps only the tests marked ``backend(NAME)``
+(:mod:`servicegroup.testing.selection`).
 
 Adding a server: put its class in
 :data:`servicegroup.testing.servers.BY_DRIVER` and, if wanted, a named
@@ -30,7 +36,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from servicegroup.testing import servers
+from functional.members import Target
+from servicegroup.testing import selection, servers
+from servicegroup.testing.consul import ConsulTestServer
 from servicegroup.testing.servers import EtcdServer, MemcachedServer, RedisServer, ZooKeeperServer
 from servicegroup.testing.servers.pool import ServerPool
 
@@ -117,40 +125,48 @@ def sql_url(tmp_path) -> Callable[[str], str]:
     return url
 
 
-def pytest_addoption(parser) -> None:
-    parser.addoption(
-        "--backend", action="append", default=[], metavar="NAME",
-        help="run only the tests parametrised for this liveness backend "
-             "(db-sqlite, db-postgresql, db-mysql, zk, mc, redis, etcd, consul); "
-             "repeatable. tox's functional-<backend> envs use it.")
+@pytest.fixture(scope="session")
+def consul_agent() -> Iterator[ConsulTestServer]:
+    """The Consul HTTP API test server, with a 1 s session TTL floor (Consul's
+    own is 10 s; ``session_ttl_min`` is lowered the same way in Consul's tests)."""
+    with ConsulTestServer(session_ttl_min=1.0) as srv:
+        yield srv
 
 
-def _backends_of(item) -> set[str]:
-    """The backend names a parametrised test runs against (empty if none)."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    found = set()
-    for key in ("target", "name", "driver"):
-        value = params.get(key)
-        if isinstance(value, str):
-            found.add("db-sqlite" if value == "db" else servers.ALIASES.get(value, value))
-    if isinstance(params.get("dialect"), str):
-        found.add("db-" + params["dialect"])
-    return found
+@pytest.fixture(params=selection.backend_params(*selection.BACKENDS))
+def target(request: pytest.FixtureRequest, tmp_path, sql_url, backend_server) -> Target:
+    """Where a scenario suite runs: one per liveness backend, marked with it.
+
+    ``db`` on SQLite, PostgreSQL and MariaDB; ``zk``, ``mc``, ``redis`` and
+    ``etcd`` on the session's private servers; ``consul`` on the Consul HTTP
+    API test server (``functional/test_consul.py`` also runs against a real
+    agent when a ``consul`` binary is on PATH). Records go to a SQLite file
+    per test except for ``db``, where the records database is also the
+    liveness backend.
+    """
+    name: str = request.param
+    records = f"sqlite:///{tmp_path / 'records.sqlite'}"
+    if name.startswith("db-"):
+        return Target(name, "db", None, sql_url(name[3:]))
+    if name == "consul":
+        agent = request.getfixturevalue("consul_agent")
+        return Target(name, "consul", agent.url, records)
+    return Target(name, name, backend_server(name).url, records)
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    wanted = {servers.ALIASES.get(b, b) for b in config.getoption("--backend")}
-    if not wanted:
-        return
-    keep, drop = [], []
-    for item in items:
-        (keep if _backends_of(item) & wanted else drop).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+def pytest_addoption(parser: pytest.Parser) -> None:
+    selection.add_option(parser)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
+def pytest_configure(config: pytest.Config) -> None:
+    selection.register_marker(config)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    selection.select(config, items)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _POOL is None or not _POOL.started:
         return
     terminalreporter.write_sep("-", "test servers started (startup seconds, for reading only)")

@@ -27,6 +27,8 @@ from servicegroup.testing.consul import ConsulTestServer, validate_key
 from servicegroup.testing.consul import real as consul_server_real
 
 
+pytestmark = pytest.mark.backend("consul")
+
 #: Real-agent runs exist only with a binary; their absence is reported once,
 #: by :func:`test_real_consul_agent_is_available`.
 AGENTS = ["fake"] + (["real"] if consul_server_real.available() else [])

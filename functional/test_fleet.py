@@ -25,6 +25,8 @@ import uuid
 
 import pytest
 
+from servicegroup.testing.selection import backend_params
+
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "fleet.py")
 _spec = importlib.util.spec_from_file_location("fleet_example", EXAMPLE)
 fleet_example = importlib.util.module_from_spec(_spec)
@@ -56,7 +58,7 @@ def _backend_url(request, driver: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", params=["db", "redis", "zk"])
+@pytest.fixture(scope="module", params=backend_params("db", "redis", "zk"))
 def run(request, tmp_path_factory):
     """The whole scenario once per backend: the reports at each step."""
     driver = request.param

@@ -84,6 +84,10 @@ def drop_session_databases() -> None:
     _SESSION.drop_all()
 
 
+class SharedServerDown(RuntimeError):
+    """A shared SQL server does not answer (or refuses to create a database)."""
+
+
 class SessionDatabases:
     """This process's databases on the shared servers, one per dialect."""
 
@@ -100,9 +104,15 @@ class SessionDatabases:
             name = self._made.get(dialect)
             if name is None:
                 name = f"sg_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-                with _admin(base) as conn:
-                    _sweep(conn, dialect)
-                    _create(conn, dialect, name)
+                try:
+                    with _admin(base) as conn:
+                        _sweep(conn, dialect)
+                        _create(conn, dialect, name)
+                except sa.exc.OperationalError as exc:
+                    where = base.render_as_string(hide_password=True)
+                    raise SharedServerDown(
+                        f"{dialect}: cannot create a test database on {where} "
+                        f"({type(exc.orig).__name__}): run `make services`") from None
                 self._made[dialect] = name
         return base.set(database=name).render_as_string(hide_password=False)
 
