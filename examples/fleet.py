@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A worker fleet that splits resource ids over a hash ring (seed 003).
+"""A worker fleet that splits resource ids over a hash ring.
 
 ``worker``  joins ``--group`` as ``--host``, builds
             ``sg.partitioner(group, keys=["0" .. str(ids-1)])`` and, on every

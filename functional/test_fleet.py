@@ -1,4 +1,4 @@
-"""The scaling seed's fleet, per backend: five worker processes
+"""A worker fleet over a hash ring, per backend: five worker processes
 (``examples/fleet.py worker``) partition 10,000 resource ids over
 ``sg.partitioner``; one is SIGKILLed, then a sixth joins.
 
