@@ -47,7 +47,8 @@ def canonical(name: str) -> str:
 
 def mark(name: str) -> pytest.MarkDecorator:
     """``backend(name)`` with *name* checked and made canonical."""
-    return getattr(pytest.mark, MARKER)(canonical(name))
+    marker: pytest.MarkDecorator = getattr(pytest.mark, MARKER)(canonical(name))
+    return marker
 
 
 def backend_params(*values: Any) -> list[Any]:
