@@ -11,7 +11,8 @@ and the same fault injection as its own suites:
   follows Consul's documented semantics (Consul itself cannot be installed
   everywhere), and a wrapper for a real ``consul agent -dev``;
 - :mod:`servicegroup.testing.proxy`: a TCP proxy that freezes, partitions,
-  delays, resets or refuses the traffic between a client and its server;
+  delays, resets or refuses the traffic between a client and its server
+  (its forwarding engine: :mod:`servicegroup.testing.relay`);
 - :mod:`servicegroup.testing.clock`: a fake monotonic clock;
 - :mod:`servicegroup.testing.selection`: the ``backend(name)`` pytest
   marker and the ``--backend NAME`` option that selects by it.
