@@ -47,7 +47,7 @@ ALL = ["db-sqlite", "db-postgresql", "db-mysql", "zk", "mc", "redis", "etcd", "c
 @contextlib.contextmanager
 def backend(name: str, workdir: str) -> Iterator[tuple[str, str, str]]:
     """Yield ``(driver, url, records_url)`` with the server running."""
-    from functional.fixtures import servers
+    from servicegroup.testing import servers
 
     sqlite_records = f"sqlite:///{os.path.join(workdir, 'records.sqlite')}"
     if name == "db-sqlite":
@@ -55,17 +55,15 @@ def backend(name: str, workdir: str) -> Iterator[tuple[str, str, str]]:
         return
     if name.startswith("db-"):
         dialect = name.split("-", 1)[1]
-        yield "db", None, servers.SHARED_SQL[dialect][0]  # type: ignore[misc]
+        yield "db", None, servers.sql_url(dialect)  # type: ignore[misc]
         return
     if name == "consul-fake":
-        from functional.fixtures.consul_server import ConsulTestServer
+        from servicegroup.testing.consul import ConsulTestServer
 
         with ConsulTestServer(session_ttl_min=1.0) as agent:
             yield "consul", agent.url, sqlite_records
         return
-    from functional.targets import SERVER_CLASSES
-
-    with SERVER_CLASSES[name]() as srv:
+    with servers.BY_DRIVER[name]() as srv:
         yield name, srv.url, sqlite_records
 
 

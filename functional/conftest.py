@@ -1,7 +1,7 @@
 """Real servers for the functional tests, started on demand.
 
 Private servers (each on a free loopback port, under a temp dir; see
-``functional/fixtures/*_server.py``) start the first time a test asks for
+:mod:`servicegroup.testing.servers`) start the first time a test asks for
 one and stop at the end of the session:
 
 - ``zookeeper_server``, ``memcached_server``, ``etcd_server``,
@@ -14,106 +14,38 @@ one and stop at the end of the session:
   ``zookeeper``, ``memcached``).
 - ``fresh_server(name)``: a new private server for one test, stopped after
   it; for fault tests that would disturb others (wipe, long pauses).
+- ``target``: one per liveness backend (parametrised, each marked
+  ``backend(name)``), for the scenario suites; ``consul_agent``: the
+  session's Consul HTTP API test server.
 - ``sql_url(dialect)``: ``sqlite`` (a file in the test's tmp dir),
-  ``postgresql`` or ``mysql`` (the shared servers ``make services``
-  starts; a test fails, naming the server, when one is down).
+  ``postgresql`` or ``mysql`` (this session's own database on the shared
+  servers ``make services`` starts, dropped at the end of the session; a
+  test fails, naming the server, when one is down).
 
-Adding a server: put its class in ``BACKEND_SERVERS`` (a
-:class:`functional.fixtures.servers.ServerProcess`, or any object with
-``start()``, ``stop()`` and ``url``) and, if wanted, a named fixture below.
+``--backend NAME`` keeps only the tests marked ``backend(NAME)``
+(:mod:`servicegroup.testing.selection`).
+
+Adding a server: put its class in
+:data:`servicegroup.testing.servers.BY_DRIVER` and, if wanted, a named
+fixture below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-import threading
 
 import pytest
 
-from functional.fixtures import servers
-from functional.fixtures.etcd_server import EtcdServer
-from functional.fixtures.memcached_server import MemcachedServer
-from functional.fixtures.redis_server import RedisServer
-from functional.fixtures.zookeeper_server import ZooKeeperServer
-
-#: Driver name -> server class.
-BACKEND_SERVERS: dict[str, type] = {
-    "zk": ZooKeeperServer,
-    "mc": MemcachedServer,
-    "redis": RedisServer,
-    "etcd": EtcdServer,
-}
-#: Other names a test may use for the same servers.
-ALIASES = {"zookeeper": "zk", "memcached": "mc", "etcd3": "etcd"}
-
-
-class ServerPool:
-    """Starts servers lazily, one shared per name, and stops them all."""
-
-    def __init__(self) -> None:
-        self._shared: dict[str, object] = {}
-        self._private: list[object] = []
-        self._lock = threading.Lock()
-        self.started: list[tuple[str, str, float | None]] = []
-
-    @staticmethod
-    def _cls(name: str) -> type:
-        key = ALIASES.get(name, name)
-        try:
-            return BACKEND_SERVERS[key]
-        except KeyError:
-            known = ", ".join(sorted(BACKEND_SERVERS))
-            raise LookupError(f"no test server for {name!r} (known: {known})") from None
-
-    def _note(self, name: str, server) -> None:
-        self.started.append((name, server.url, getattr(server, "startup_seconds", None)))
-
-    def shared(self, name: str):
-        """The session's server for ``name``, started (or healed) now."""
-        key = ALIASES.get(name, name)
-        with self._lock:
-            server = self._shared.get(key)
-            if server is None:
-                server = self._cls(key)()
-                server.start()
-                self._shared[key] = server
-                self._note(key, server)
-            elif hasattr(server, "ensure_running"):
-                server.ensure_running()
-            return server
-
-    def fresh(self, name: str):
-        """A new server for ``name``; the caller stops it (or the pool will)."""
-        server = self._cls(name)()
-        server.start()
-        with self._lock:
-            self._private.append(server)
-        self._note(ALIASES.get(name, name), server)
-        return server
-
-    def heal(self) -> None:
-        """Resume or restart every shared server a test left paused or down."""
-        with self._lock:
-            for server in self._shared.values():
-                if hasattr(server, "ensure_running"):
-                    server.ensure_running()
-
-    def stop_all(self) -> None:
-        with self._lock:
-            everything = list(self._shared.values()) + self._private
-            self._shared.clear()
-            self._private.clear()
-        errors = []
-        for server in everything:
-            try:
-                server.stop()
-            except Exception as e:  # stop the others anyway
-                errors.append(f"{server!r}: {e}")
-        if errors:
-            raise RuntimeError("could not stop: " + "; ".join(errors))
-
+from functional.members import Target
+from servicegroup.testing import selection, servers
+from servicegroup.testing.consul import ConsulTestServer
+from servicegroup.testing.consul import real as consul_real
+from servicegroup.testing.servers import EtcdServer, MemcachedServer, RedisServer, ZooKeeperServer
+from servicegroup.testing.servers.pool import ServerPool
 
 _POOL: ServerPool | None = None
+#: Whether this session runs Consul tests (then it says whether a real agent ran).
+_CONSUL_SELECTED = False
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +56,14 @@ def server_pool() -> Iterator[ServerPool]:
         yield _POOL
     finally:
         _POOL.stop_all()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_databases() -> Iterator[None]:
+    """Drop this session's databases on the shared SQL servers at its end,
+    whatever the tests did (atexit would too; this is earlier and visible)."""
+    yield
+    servers.drop_session_databases()
 
 
 @pytest.fixture(autouse=True)
@@ -188,40 +128,54 @@ def sql_url(tmp_path) -> Callable[[str], str]:
     return url
 
 
-def pytest_addoption(parser) -> None:
-    parser.addoption(
-        "--backend", action="append", default=[], metavar="NAME",
-        help="run only the tests parametrised for this liveness backend "
-             "(db-sqlite, db-postgresql, db-mysql, zk, mc, redis, etcd, consul); "
-             "repeatable. tox's functional-<backend> envs use it.")
+@pytest.fixture(scope="session")
+def consul_agent() -> Iterator[ConsulTestServer]:
+    """The Consul HTTP API test server, with a 1 s session TTL floor (Consul's
+    own is 10 s; ``session_ttl_min`` is lowered the same way in Consul's tests)."""
+    with ConsulTestServer(session_ttl_min=1.0) as srv:
+        yield srv
 
 
-def _backends_of(item) -> set[str]:
-    """The backend names a parametrised test runs against (empty if none)."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    found = set()
-    for key in ("target", "name", "driver"):
-        value = params.get(key)
-        if isinstance(value, str):
-            found.add("db-sqlite" if value == "db" else ALIASES.get(value, value))
-    if isinstance(params.get("dialect"), str):
-        found.add("db-" + params["dialect"])
-    return found
+@pytest.fixture(params=selection.backend_params(*selection.BACKENDS))
+def target(request: pytest.FixtureRequest, tmp_path, sql_url, backend_server) -> Target:
+    """Where a scenario suite runs: one per liveness backend, marked with it.
+
+    ``db`` on SQLite, PostgreSQL and MariaDB; ``zk``, ``mc``, ``redis`` and
+    ``etcd`` on the session's private servers; ``consul`` on the Consul HTTP
+    API test server (``functional/test_consul.py`` also runs against a real
+    agent when a ``consul`` binary is on PATH). Records go to a SQLite file
+    per test except for ``db``, where the records database is also the
+    liveness backend.
+    """
+    name: str = request.param
+    records = f"sqlite:///{tmp_path / 'records.sqlite'}"
+    if name.startswith("db-"):
+        return Target(name, "db", None, sql_url(name[3:]))
+    if name == "consul":
+        agent = request.getfixturevalue("consul_agent")
+        return Target(name, "consul", agent.url, records)
+    return Target(name, name, backend_server(name).url, records)
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    wanted = {ALIASES.get(b, b) for b in config.getoption("--backend")}
-    if not wanted:
-        return
-    keep, drop = [], []
-    for item in items:
-        (keep if _backends_of(item) & wanted else drop).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+def pytest_addoption(parser: pytest.Parser) -> None:
+    selection.add_option(parser)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
+def pytest_configure(config: pytest.Config) -> None:
+    selection.register_marker(config)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    selection.select(config, items)
+    global _CONSUL_SELECTED
+    _CONSUL_SELECTED = any("consul" in selection.backends_of(item) for item in items)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _CONSUL_SELECTED and not consul_real.available():
+        # The design's rule: the real-agent run that could not happen is
+        # printed, not hidden (nor dressed up as a test that skips).
+        terminalreporter.write_sep("-", consul_real.SKIP_LINE)
     if _POOL is None or not _POOL.started:
         return
     terminalreporter.write_sep("-", "test servers started (startup seconds, for reading only)")

@@ -17,16 +17,17 @@ import pytest
 from tooz import coordination
 
 from functional.members import DOWN_TIME, BOUND, MemberProcess, Target, explain, wait_for
-from functional.targets import consul_agent, target  # noqa: F401 (fixtures)
 from servicegroup import errors
 from servicegroup.api import ServiceGroup
+from servicegroup.testing.selection import backend_params
 
 
 def _target(name: str, server, tmp_path) -> Target:
     return Target(name, name, server.url, f"sqlite:///{tmp_path / 'records.sqlite'}")
 
 
-@pytest.mark.parametrize("name,wipe", [("mc", False), ("redis", True), ("zk", False), ("zk", True), ("etcd", True)])
+@pytest.mark.parametrize("name,wipe", backend_params(("mc", False), ("redis", True), ("zk", False), ("zk", True),
+                                                  ("etcd", True)))
 def test_members_rejoin_after_the_server_restarts_empty(fresh_server, tmp_path, name, wipe):
     server = fresh_server(name)
     tgt = _target(name, server, tmp_path)
@@ -55,6 +56,7 @@ def test_members_rejoin_after_the_server_restarts_empty(fresh_server, tmp_path, 
         observer.stop()
 
 
+@pytest.mark.backend("zk")
 def test_zookeeper_session_expiry_is_healed(fresh_server, tmp_path):
     """A member paused past its session timeout gets a new session from kazoo
     but no ephemeral node from tooz; the heartbeat check puts it back."""
@@ -75,6 +77,7 @@ def test_zookeeper_session_expiry_is_healed(fresh_server, tmp_path):
         observer.stop()
 
 
+@pytest.mark.backend("zk")
 def test_zookeeper_leader_pseudo_member_is_not_a_host(zookeeper_server, tmp_path):
     tgt = _target("zk", zookeeper_server, tmp_path)
     topic = f"zklead-{uuid.uuid4().hex[:8]}"
@@ -94,7 +97,7 @@ def test_zookeeper_leader_pseudo_member_is_not_a_host(zookeeper_server, tmp_path
         sg.stop()
 
 
-@pytest.mark.parametrize("name", ["zk", "etcd", "consul"])
+@pytest.mark.parametrize("name", backend_params("zk", "etcd", "consul"))
 def test_push_backends_wake_the_view(request, backend_server, tmp_path, name):
     """Event-driven where the backend offers it: the view subscribes to child
     watches (ZooKeeper), prefix watches (etcd) and blocking queries (Consul)
@@ -123,8 +126,8 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("driver,scheme", [("zk", "zookeeper"), ("mc", "memcached"), ("redis", "redis"),
-                                           ("etcd", "etcd3+http"), ("consul", "consul")])
+@pytest.mark.parametrize("driver,scheme", backend_params(("zk", "zookeeper"), ("mc", "memcached"), ("redis", "redis"),
+                                                        ("etcd", "etcd3+http"), ("consul", "consul")))
 def test_unreachable_server_at_start_is_a_typed_error_naming_host_and_port(tmp_path, driver, scheme):
     port = _closed_port()
     sg = ServiceGroup(driver=driver, url=f"{scheme}://127.0.0.1:{port}",
@@ -146,7 +149,7 @@ def test_unreachable_database_is_a_typed_error_without_the_password(tmp_path):
     assert "s3cret" not in str(info.value)
 
 
-@pytest.mark.parametrize("driver", ["zk", "mc", "redis", "etcd", "consul"])
+@pytest.mark.parametrize("driver", backend_params("zk", "mc", "redis", "etcd", "consul"))
 def test_unknown_url_option_is_refused_by_name(tmp_path, driver):
     from servicegroup.driver_urls import DEFAULT_URLS
 
@@ -155,7 +158,7 @@ def test_unknown_url_option_is_refused_by_name(tmp_path, driver):
                      records_url=f"sqlite:///{tmp_path / 'r.sqlite'}")
 
 
-@pytest.mark.parametrize("name", ["mc", "redis"])
+@pytest.mark.parametrize("name", backend_params("mc", "redis"))
 def test_server_gone_mid_run_keeps_threads_alive_and_follows_staleness(fresh_server, tmp_path, name):
     """Heartbeats keep retrying while the server is frozen; other members'
     is_up keeps the last view for up to service_down_time, then says down;
@@ -181,6 +184,7 @@ def test_server_gone_mid_run_keeps_threads_alive_and_follows_staleness(fresh_ser
         observer.stop()
 
 
+@pytest.mark.backend("redis")
 def test_nack_of_a_dead_host_does_not_extend_its_life_in_other_topics(redis_server, tmp_path):
     """tooz's Redis (and memcached) driver heartbeats inside start(). expire()
     removes a foreign host with a coordinator under that host's id, which
@@ -213,6 +217,7 @@ def test_nack_of_a_dead_host_does_not_extend_its_life_in_other_topics(redis_serv
         sender._sg.stop()
 
 
+@pytest.mark.backend("mc")
 def test_memcached_self_check_is_one_get_however_big_the_group(fresh_server):
     """tooz's memcached member lookup GETs every member's key (then CASes the
     group): done by every member every beat, O(N^2) per interval. The
@@ -246,6 +251,7 @@ def test_memcached_self_check_is_one_get_however_big_the_group(fresh_server):
         stats.close()
 
 
+@pytest.mark.backend("zk")
 def test_reading_a_topic_nobody_joined_creates_nothing_in_zookeeper(zookeeper_server, tmp_path):
     tgt = _target("zk", zookeeper_server, tmp_path)
     topic = f"never-{uuid.uuid4().hex[:8]}"

@@ -1,18 +1,19 @@
 """The records contract against real PostgreSQL and MariaDB.
 
-The shared servers (``make services``) hold other tests' rows too: every
-test here uses host and topic names of its own and deletes its rows. The
-first-migration test runs in a throwaway schema (PostgreSQL) or database
-(MariaDB) that it drops afterwards.
+Every test here works in this session's own database on the shared servers
+(``servers.sql_url``; other suites running at the same time have theirs),
+and still uses host and topic names of its own and deletes its rows, since
+the other tests of the session share the database. The first-migration
+test runs in a throwaway schema (PostgreSQL) or database (MariaDB) that it
+drops afterwards.
 
-URLs can be overridden with ``SERVICEGROUP_TEST_PG_URL`` and
-``SERVICEGROUP_TEST_MYSQL_URL``.
+The servers can be overridden with ``SERVICEGROUP_TEST_PG_URL`` and
+``SERVICEGROUP_TEST_MYSQL_URL`` (see :mod:`servicegroup.testing.servers.sql`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-import os
 import threading
 import uuid
 
@@ -23,14 +24,18 @@ from servicegroup import errors
 from servicegroup.records import Records
 from servicegroup.records import schema
 from servicegroup.records.models import services
-from tests.test_records import RecordsContract, host, statements, topic  # noqa: F401 (fixtures)
+from servicegroup.testing import servers
+from servicegroup.testing.selection import backend_params
+from tests.test_records import RecordsContract
 
-URLS = {
-    "postgresql": os.environ.get(
-        "SERVICEGROUP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
-    ),
-    "mysql": os.environ.get("SERVICEGROUP_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
-}
+DIALECTS = ["mysql", "postgresql"]
+
+
+def url_of(dialect: str) -> str:
+    """This session's database on the shared server of *dialect*, named by
+    the bare dialect as users write it (the records layer picks the DBAPI)."""
+    url = sa.make_url(servers.sql_url(dialect)).set(drivername=dialect)
+    return url.render_as_string(hide_password=False)
 
 
 def _open(url: str) -> Records:
@@ -41,9 +46,9 @@ def _open(url: str) -> Records:
         pytest.fail(f"{exc} - run `make services` to start the shared databases")
 
 
-@pytest.fixture(scope="module", params=sorted(URLS))
+@pytest.fixture(scope="module", params=backend_params(*DIALECTS))
 def shared(request) -> Iterator[Records]:
-    recs = _open(URLS[request.param])
+    recs = _open(url_of(request.param))
     yield recs
     recs.dispose()
 
@@ -61,11 +66,11 @@ class TestRecordsOnRealDatabases(RecordsContract):
     pass
 
 
-@pytest.fixture(params=sorted(URLS))
+@pytest.fixture(params=backend_params(*DIALECTS))
 def empty_database(request) -> Iterator[str]:
     """A URL of a brand-new, empty schema; dropped afterwards."""
     name = f"sg_records_{uuid.uuid4().hex[:10]}"
-    base = sa.make_url(URLS[request.param])
+    base = sa.make_url(url_of(request.param))
     if request.param == "postgresql":
         admin = sa.create_engine(base.set(drivername="postgresql+psycopg2"))
         with admin.begin() as conn:
@@ -113,36 +118,36 @@ def test_concurrent_first_migrations_on_an_empty_database_all_succeed(empty_data
 
 
 def test_missing_database_is_backend_unavailable_naming_it() -> None:
-    for url in URLS.values():
+    for url in map(url_of, DIALECTS):
         missing = sa.make_url(url).set(database="sg_no_such_db").render_as_string(hide_password=False)
         with pytest.raises(errors.BackendUnavailable, match="sg_no_such_db"):
             Records(missing, connect_timeout=2)
 
 
 def test_bad_credentials_are_backend_unavailable_without_the_password() -> None:
-    url = sa.make_url(URLS["mysql"]).set(username="sg_nobody", password="s3cr3t-pw")
+    good = sa.make_url(url_of("mysql"))
+    url = good.set(username="sg_nobody", password="s3cr3t-pw")
     with pytest.raises(errors.BackendUnavailable) as info:
         Records(url.render_as_string(hide_password=False), connect_timeout=2)
     assert "s3cr3t-pw" not in str(info.value)
-    assert "127.0.0.1:3306/test" in str(info.value)
+    assert f"127.0.0.1:3306/{good.database}" in str(info.value)
 
 
 def test_unknown_url_option_is_invalid_url_naming_it() -> None:
-    for url in URLS.values():
+    for url in map(url_of, DIALECTS):
         with pytest.raises(errors.InvalidURL, match="tiemout"):
             Records(url + "?tiemout=5")
 
 
 @pytest.mark.parametrize(
     "dialect,option",
-    [("postgresql", {"options": "-ctimezone=Pacific/Kiritimati"}),
-     ("mysql", {"init_command": "SET time_zone='+13:00'"})],
+    backend_params(("postgresql", {"options": "-ctimezone=Pacific/Kiritimati"}),
+                   ("mysql", {"init_command": "SET time_zone='+13:00'"})),
 )
-def test_timestamps_are_utc_whatever_the_session_time_zone(
-    dialect: str, option: dict[str, str], host: str, topic: str
-) -> None:
-    plain = _open(URLS[dialect])
-    url = sa.make_url(URLS[dialect]).update_query_dict(option).render_as_string(hide_password=False)
+def test_timestamps_are_utc_whatever_the_session_time_zone(dialect: str, option: dict[str, str]) -> None:
+    host, topic = f"host-{uuid.uuid4().hex[:12]}", f"topic-{uuid.uuid4().hex[:12]}"
+    plain = _open(url_of(dialect))
+    url = sa.make_url(url_of(dialect)).update_query_dict(option).render_as_string(hide_password=False)
     skewed = Records(url)
     try:
         svc = skewed.upsert(host, topic)
@@ -157,6 +162,7 @@ def test_timestamps_are_utc_whatever_the_session_time_zone(
         plain.dispose()
 
 
+@pytest.mark.backend("db-postgresql")
 def test_the_records_urls_dbapi_options_apply_to_liveness_connections_too() -> None:
     """driver=db: the liveness backend is the records database, and a
     connection option set there (here application_name; in production
@@ -164,7 +170,7 @@ def test_the_records_urls_dbapi_options_apply_to_liveness_connections_too() -> N
     from servicegroup.api import ServiceGroup
 
     name = f"sg-{uuid.uuid4().hex[:10]}"
-    sg = ServiceGroup(driver="db", records_url=f"postgresql://postgres@127.0.0.1:5432/test?application_name={name}",
+    sg = ServiceGroup(driver="db", records_url=f"{url_of('postgresql')}?application_name={name}",
                       report_interval=1, service_down_time=3)
     try:
         sg.join("host-a", f"opts-{name}")
@@ -175,6 +181,7 @@ def test_the_records_urls_dbapi_options_apply_to_liveness_connections_too() -> N
         sg.stop()
 
 
+@pytest.mark.backend("db-postgresql")
 def test_a_statement_past_the_bound_fails_typed_instead_of_hanging() -> None:
     """The liveness driver's PostgreSQL statements are bounded (30 s by
     default; here the URL sets 200 ms so the test is quick): a stuck
@@ -182,7 +189,7 @@ def test_a_statement_past_the_bound_fails_typed_instead_of_hanging() -> None:
     from tooz import coordination
 
     c = coordination.get_coordinator(
-        "sql+postgresql://postgres@127.0.0.1:5432/test?options=-c%20statement_timeout%3D200", b"m1")
+        f"sql+{url_of('postgresql')}?options=-c%20statement_timeout%3D200", b"m1")
     c.start()
     try:
         with pytest.raises(coordination.ToozConnectionError, match="127.0.0.1:5432.*statement timeout"):

@@ -15,7 +15,6 @@ import uuid
 import pytest
 
 from functional.members import BOUND, MemberProcess, Target, wait_for
-from functional.targets import consul_agent, target  # noqa: F401 (fixtures)
 from servicegroup import errors
 from servicegroup.api import ServiceGroup
 

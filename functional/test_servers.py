@@ -44,7 +44,8 @@ import pytest
 import sqlalchemy
 from tooz import coordination
 
-from functional.fixtures import servers
+from servicegroup.testing import servers
+from servicegroup.testing.selection import backend_params
 from functional.members import wait_for
 
 BACKENDS = ["zk", "mc", "redis", "etcd"]
@@ -105,7 +106,7 @@ def joined(url: str):
 # --- every fixture ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", backend_params(*BACKENDS))
 def test_join_heartbeat_get_members(backend_server, name):
     server = backend_server(name)
     assert server.url == f"{server.scheme}://127.0.0.1:{server.port}"
@@ -115,7 +116,7 @@ def test_join_heartbeat_get_members(backend_server, name):
         assert members(a, group) == {b"a", b"b"}
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", backend_params(*BACKENDS))
 def test_pause_holds_connections_without_answers(fresh_server, name):
     server = fresh_server(name)
     with server.paused_for():
@@ -124,7 +125,7 @@ def test_pause_holds_connections_without_answers(fresh_server, name):
     assert wait_for(lambda: answers(server))
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", backend_params(*BACKENDS))
 def test_stop_leaves_no_process_port_or_dir(fresh_server, name):
     server = fresh_server(name)
     pid, port, workdir = server.pid, server.port, server.workdir
@@ -136,7 +137,7 @@ def test_stop_leaves_no_process_port_or_dir(fresh_server, name):
     server.stop()  # idempotent
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", backend_params(*BACKENDS))
 def test_restart_keeps_the_port(fresh_server, name):
     server = fresh_server(name)
     url, pid = server.url, server.pid
@@ -144,6 +145,7 @@ def test_restart_keeps_the_port(fresh_server, name):
     assert server.url == url and server.pid != pid and server.ready()
 
 
+@pytest.mark.backend("zk")
 def test_zookeeper_allows_more_than_60_connections_per_ip(zookeeper_server):
     held = [socket.create_connection((zookeeper_server.host, zookeeper_server.port))
             for _ in range(70)]
@@ -154,13 +156,14 @@ def test_zookeeper_allows_more_than_60_connections_per_ip(zookeeper_server):
             s.close()
 
 
+@pytest.mark.backend("mc")
 def test_shared_session_server_is_healed_after_a_test_leaves_it_down(backend_server):
     server = backend_server("mc")
     server.kill()
     assert backend_server("mc").ready()
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
+@pytest.mark.parametrize("dialect", backend_params("sqlite", "postgresql", "mysql"))
 def test_sql_urls_connect(sql_url, dialect):
     url = sqlalchemy.make_url(sql_url(dialect))
     if url.drivername == "postgresql":  # SQLAlchemy 2.1 would pick psycopg 3
@@ -173,8 +176,9 @@ def test_sql_urls_connect(sql_url, dialect):
         engine.dispose()
 
 
+@pytest.mark.backend("mc")
 def test_start_failure_names_the_server_and_shows_its_log(fresh_server):
-    from functional.fixtures.memcached_server import MemcachedServer
+    from servicegroup.testing.servers import MemcachedServer
 
     taken = fresh_server("mc")
     clash = MemcachedServer(port=taken.port)
@@ -186,7 +190,7 @@ def test_start_failure_names_the_server_and_shows_its_log(fresh_server):
 # --- what raw tooz does after each fault --------------------------------------
 
 
-@pytest.mark.parametrize("name", ["mc", "redis", "etcd"])
+@pytest.mark.parametrize("name", backend_params("mc", "redis", "etcd"))
 def test_restart_without_data_loses_the_group_and_tooz_never_rejoins(fresh_server, name):
     server = fresh_server(name)
     with joined(server.url) as (a, b, group):
@@ -197,7 +201,7 @@ def test_restart_without_data_loses_the_group_and_tooz_never_rejoins(fresh_serve
         assert wait_for(lambda: members(b, group) == "GroupNotCreated")
 
 
-@pytest.mark.parametrize("name", ["redis", "etcd"])
+@pytest.mark.parametrize("name", backend_params("redis", "etcd"))
 def test_restart_with_data_keeps_members(fresh_server, name):
     server = fresh_server(name)  # Redis: append-only file; etcd: leases extended
     with joined(server.url) as (a, b, group):
@@ -206,7 +210,7 @@ def test_restart_with_data_keeps_members(fresh_server, name):
         assert wait_for(lambda: members(b, group) == {b"a"})
 
 
-@pytest.mark.parametrize("name", ["mc", "redis", "etcd"])
+@pytest.mark.parametrize("name", backend_params("mc", "redis", "etcd"))
 def test_ttl_lapse_member_never_comes_back(fresh_server, name):
     server = fresh_server(name)
     with joined(server.url) as (a, b, group):
@@ -217,6 +221,7 @@ def test_ttl_lapse_member_never_comes_back(fresh_server, name):
         assert members(b, group) == set(), "tooz re-joined after a TTL lapse"
 
 
+@pytest.mark.backend("etcd")
 def test_etcd_revoked_lease_member_gone_heartbeat_silent(fresh_server):
     server = fresh_server("etcd")
     with joined(server.url) as (a, b, group):
@@ -227,6 +232,7 @@ def test_etcd_revoked_lease_member_gone_heartbeat_silent(fresh_server):
         assert members(b, group) == set()
 
 
+@pytest.mark.backend("zk")
 def test_zookeeper_restart_keeps_the_session_and_members(fresh_server):
     server = fresh_server("zk")
     with joined(server.url) as (a, b, group):
@@ -237,6 +243,7 @@ def test_zookeeper_restart_keeps_the_session_and_members(fresh_server):
         assert a._coord.client_id[0] == session
 
 
+@pytest.mark.backend("zk")
 def test_zookeeper_expired_session_member_never_rejoins(fresh_server):
     from kazoo.client import KazooClient
 
@@ -255,6 +262,7 @@ def test_zookeeper_expired_session_member_never_rejoins(fresh_server):
         assert members(b, group) == set(), "tooz re-joined after session expiry"
 
 
+@pytest.mark.backend("zk")
 def test_zookeeper_wiped_refuses_clients_that_saw_more(fresh_server):
     server = fresh_server("zk")
     with joined(server.url) as (a, b, group):

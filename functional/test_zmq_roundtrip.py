@@ -25,6 +25,8 @@ import uuid
 
 import pytest
 
+from servicegroup.testing.selection import backend_params
+
 zmq = pytest.importorskip("zmq")
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
@@ -60,7 +62,7 @@ def _args(request, driver: str, workdir) -> argparse.Namespace:
     )
 
 
-@pytest.fixture(scope="module", params=["db", "zk"])
+@pytest.fixture(scope="module", params=backend_params("db", "zk"))
 def report(request, tmp_path_factory):
     """Run the scenario once per backend (its ``finally`` kills the servers)."""
     driver = request.param
@@ -107,7 +109,7 @@ def test_only_the_dead_servers_keys_moved(report):
     assert report["keys_moved"] == report["keys_owned_by_victim_before"]
 
 
-@pytest.mark.parametrize("driver", ["db", "zk"])
+@pytest.mark.parametrize("driver", backend_params("db", "zk"))
 def test_a_timed_out_send_nacks_the_host_out_of_every_answer_at_once(request, tmp_path, driver):
     """Before the backend notices a death, the first failed send removes the
     host: here, and (through the backend) for every other process."""

@@ -7,6 +7,10 @@ import pytest
 from servicegroup.api import ServiceGroup
 from tests.fakes import TTL, FakeClock, FakeServer
 
+#: pytester runs small pytest sessions in a temp dir (tests of our pytest
+#: plugins: the --backend selection).
+pytest_plugins = ("pytester",)
+
 
 @pytest.fixture
 def clock() -> FakeClock:

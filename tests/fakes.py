@@ -15,22 +15,10 @@ from tooz import coordination
 
 from servicegroup import errors
 from servicegroup.drivers._base import SyncResult
+from servicegroup.testing.clock import FakeClock
 
 #: Membership TTL of the fake backend in the unit tests (service_down_time).
 TTL = 3.0
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class ReadOnlyLeave(errors.NotSupported, coordination.MemberNotJoined):

@@ -51,25 +51,27 @@ class StatementLog:
         return values
 
 
-@pytest.fixture
-def host() -> str:
-    return f"host-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def topic() -> str:
-    return f"topic-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def statements(records: Records) -> Iterator[StatementLog]:
-    log = StatementLog(records)
-    yield log
-    log.close()
-
-
 class RecordsContract:
-    """What a records database must do; needs a ``records`` fixture."""
+    """What a records database must do; needs a ``records`` fixture.
+
+    Its own fixtures come with it (a subclass elsewhere gets them without
+    importing fixtures by name): ``host`` and ``topic``, unique per test,
+    and ``statements``, the log of what it sent to the database.
+    """
+
+    @pytest.fixture
+    def host(self) -> str:
+        return f"host-{uuid.uuid4().hex[:12]}"
+
+    @pytest.fixture
+    def topic(self) -> str:
+        return f"topic-{uuid.uuid4().hex[:12]}"
+
+    @pytest.fixture
+    def statements(self, records: Records) -> Iterator[StatementLog]:
+        log = StatementLog(records)
+        yield log
+        log.close()
 
     def test_upsert_is_idempotent(self, records: Records, host: str, topic: str) -> None:
         first = records.upsert(host, topic, binary="sg-compute", version=1)

@@ -19,9 +19,6 @@ import pytest
 import tooz
 from tooz import coordination
 
-from functional.fixtures.consul_server import (
-    ApiError, ConsulTestServer, FakeClock, validate_key,
-)
 from servicegroup import backend, errors
 from servicegroup.drivers import consul as consul_driver
 from servicegroup.drivers.consul import (
@@ -30,9 +27,8 @@ from servicegroup.drivers.consul import (
 )
 from servicegroup.drivers.consul_api import SessionGone
 from servicegroup.drivers.consul_kv import LOCKS, dec, enc
-
-
-from tests.consul_fixtures import clock, coords, kv, srv  # noqa: F401 (fixtures)
+from servicegroup.testing.clock import FakeClock
+from servicegroup.testing.consul import ApiError, ConsulTestServer, validate_key
 
 
 # -- URL options -------------------------------------------------------------
@@ -115,7 +111,7 @@ def test_the_server_refuses_what_the_old_percent_encoding_wrote(srv: Any, coords
 def test_join_writes_a_member_key_held_by_the_session(srv: Any, coords: Any) -> None:
     c = coords(f"{srv.url}?namespace=ns&ttl=4")
     c.join_group_create(b"g", {"zone": "a"})
-    entry = kv(srv, "ns/g/")["ns/g/members/m1"]
+    entry = srv.kv_entries("ns/g/")["ns/g/members/m1"]
     assert entry["Session"] == c._session
     assert json.loads(base64.b64decode(entry["Value"]))["capabilities"] == {"zone": "a"}
     sess = srv.state.sessions[c._session]

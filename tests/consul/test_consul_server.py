@@ -18,9 +18,9 @@ import consul
 import pytest
 import requests
 
-from functional.fixtures.consul_server import ConsulTestServer, FakeClock, main
-from functional.fixtures.consul_server_state import parse_duration
-from tests.consul_fixtures import clock, srv  # noqa: F401 (fixtures)
+from servicegroup.testing.clock import FakeClock
+from servicegroup.testing.consul import ConsulTestServer, parse_duration
+from servicegroup.testing.consul.runner import main
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import json
 import threading
 from typing import Any
 
-from functional.fixtures.consul_server import ConsulTestServer, FakeClock
-from tests.consul_fixtures import clock, coords, kv, srv  # noqa: F401 (fixtures)
+from servicegroup.testing.clock import FakeClock
+from servicegroup.testing.consul import ConsulTestServer
 
 
 def test_locks_of_one_coordinator_exclude_each_other(srv: Any, coords: Any) -> None:
@@ -35,7 +35,7 @@ def _waiter_gets_it_once_released(holder: Any, waiter: Any) -> None:
 
 
 def _lock_keys(srv: ConsulTestServer, name: str) -> dict[str, dict[str, Any]]:
-    return kv(srv, f"servicegroup/=locks/{name}/")
+    return srv.kv_entries(f"servicegroup/=locks/{name}/")
 
 
 def _listed(srv: ConsulTestServer, name: str) -> dict[str, Any]:
