@@ -198,6 +198,7 @@ def test_a_statement_past_the_bound_fails_typed_instead_of_hanging() -> None:
         c.stop()
 
 
+@pytest.mark.backend("db-postgresql")
 def test_records_statements_are_bounded_too() -> None:
     """The records engine has the liveness engine's bounds (a silent records
     database no longer holds a records call for as long as the kernel
@@ -206,13 +207,14 @@ def test_records_statements_are_bounded_too() -> None:
     from servicegroup.records import engine as engines
     from servicegroup.sqlengine import STATEMENT_TIMEOUT
 
-    default = _open(URLS["postgresql"])
-    bounded = _open(URLS["postgresql"] + "?options=-c%20statement_timeout%3D200")
+    url = url_of("postgresql")
+    default = _open(url)
+    bounded = _open(url + "?options=-c%20statement_timeout%3D200")
     try:
-        with engines.read(default._engine, URLS["postgresql"]) as conn:
+        with engines.read(default._engine, url) as conn:
             assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == f"{STATEMENT_TIMEOUT}s"
         with pytest.raises(errors.BackendUnavailable, match="127.0.0.1:5432.*statement timeout"):
-            with engines.read(bounded._engine, URLS["postgresql"]) as conn:
+            with engines.read(bounded._engine, url) as conn:
                 conn.execute(sa.text("SELECT pg_sleep(2)"))
     finally:
         default.dispose()

@@ -19,7 +19,7 @@ from servicegroup import cli
 from servicegroup import conf as sg_conf
 from servicegroup.api import ServiceGroup
 from servicegroup.cli import common
-from tests.clitools import missing, one_line_error, records, run, seed  # noqa: F401 (fixtures)
+from tests.cli.tools import one_line_error, run, seed
 
 
 def test_service_list_json_has_the_documented_fields(capsys, records):

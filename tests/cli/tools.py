@@ -3,8 +3,6 @@ one-line error rule, and records databases made for them."""
 
 from __future__ import annotations
 
-import pytest
-
 from servicegroup import cli
 from servicegroup.records import Records
 
@@ -29,17 +27,3 @@ def seed(records: str, *hosts: str, fenced: tuple[str, ...] = (), topic: str = "
     for host in fenced:
         recs.set_forced_down(host, topic, True)
     recs.dispose()
-
-
-@pytest.fixture
-def records(tmp_path) -> str:
-    """A records database that `servicegroup db-sync` has created."""
-    url = f"sqlite:///{tmp_path / 'records.sqlite'}"
-    Records(url).dispose()
-    return url
-
-
-@pytest.fixture
-def missing(tmp_path) -> str:
-    """The records URL of a file nobody created (a typo)."""
-    return f"sqlite:///{tmp_path / 'recrods.sqlite'}"

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from servicegroup import cli
-from tests.clitools import one_line_error, records, run, seed  # noqa: F401 (fixtures)
+from tests.cli.tools import one_line_error, run, seed
 
 
 def test_backend_options_work_before_and_after_the_command(capsys, records):

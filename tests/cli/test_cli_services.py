@@ -20,7 +20,7 @@ import yaml
 
 from servicegroup.api import ServiceGroup
 from servicegroup.cli import output
-from tests.clitools import missing, one_line_error, records, run, seed  # noqa: F401 (fixtures)
+from tests.cli.tools import one_line_error, run, seed
 
 TIMINGS = ("--report-interval", "1", "--service-down-time", "30")
 
