@@ -86,8 +86,9 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _measure(spawn: Callable[[str], subprocess.Popen[bytes]], alive: Callable[[str], bool],
-             kills: int) -> tuple[list[float], int]:
+def _measure(
+    spawn: Callable[[str], subprocess.Popen[bytes]], alive: Callable[[str], bool], kills: int
+) -> tuple[list[float], int]:
     """SIGKILL *kills* members one by one; time each until not alive."""
     false_downs = 0
     sentinel = spawn("sentinel")
@@ -99,7 +100,7 @@ def _measure(spawn: Callable[[str], subprocess.Popen[bytes]], alive: Callable[[s
             victim = f"victim-{i}"
             proc = spawn(victim)
             try:
-                if not _wait(lambda: alive(victim)):
+                if not _wait(lambda victim=victim: alive(victim)):
                     raise RuntimeError(f"{victim} never came up")
                 time.sleep(random.uniform(0, INTERVAL))  # random phase vs. the heartbeat
                 os.kill(proc.pid, signal.SIGKILL)
@@ -119,13 +120,34 @@ def _measure(spawn: Callable[[str], subprocess.Popen[bytes]], alive: Callable[[s
 
 
 def run_ours(driver: str, url: str | None, records_url: str, topic: str, kills: int) -> tuple[list[float], int]:
-    sg = ServiceGroup(driver=driver, url=url, records_url=records_url, report_interval=INTERVAL,
-                      service_down_time=DOWN_TIME, max_staleness=STALENESS)
+    sg = ServiceGroup(
+        driver=driver,
+        url=url,
+        records_url=records_url,
+        report_interval=INTERVAL,
+        service_down_time=DOWN_TIME,
+        max_staleness=STALENESS,
+    )
 
     def spawn(host: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "servicegroup", "join", "--host", host, "--topic", topic,
-               "--driver", driver, "--records-url", records_url,
-               "--report-interval", str(INTERVAL), "--service-down-time", str(DOWN_TIME)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "servicegroup",
+            "join",
+            "--host",
+            host,
+            "--topic",
+            topic,
+            "--driver",
+            driver,
+            "--records-url",
+            records_url,
+            "--report-interval",
+            str(INTERVAL),
+            "--service-down-time",
+            str(DOWN_TIME),
+        ]
         return _spawn(cmd + (["--url", url] if url else []))
 
     try:
@@ -177,13 +199,24 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(summarise(name, ours, raw))
             print(f"{name}: done", file=sys.stderr, flush=True)
     report.report(
-        "detection", rows,
+        "detection",
+        rows,
         title=f"SIGKILL -> is_up() False (service_down_time={DOWN_TIME:g}s, report_interval="
-              f"{INTERVAL:g}s, max_staleness={STALENESS:g}s, {args.kills} kills per backend)",
-        columns=["backend", "kills", "ours_median_s", "ours_max_s", "ours_false_downs",
-                 "raw_median_s", "raw_max_s", "raw_false_downs"],
-        notes=["ours: servicegroup join members, ServiceGroup.is_up observer; raw: tooz members "
-               "with tooz's heart thread, get_members polled directly (no cache)."],
+        f"{INTERVAL:g}s, max_staleness={STALENESS:g}s, {args.kills} kills per backend)",
+        columns=[
+            "backend",
+            "kills",
+            "ours_median_s",
+            "ours_max_s",
+            "ours_false_downs",
+            "raw_median_s",
+            "raw_max_s",
+            "raw_false_downs",
+        ],
+        notes=[
+            "ours: servicegroup join members, ServiceGroup.is_up observer; raw: tooz members "
+            "with tooz's heart thread, get_members polled directly (no cache)."
+        ],
     )
     return 0
 

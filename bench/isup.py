@@ -36,10 +36,10 @@ def per_call_us(fn: Callable[[int], object], calls: int) -> float:
 def measure(name: str, hosts: int, calls: int) -> list[dict[str, object]]:
     with tempfile.TemporaryDirectory() as workdir, backend(name, workdir) as (driver, url, records_url):
         topic = f"isup-{uuid.uuid4().hex[:8]}"
-        member = ServiceGroup(driver=driver, url=url, records_url=records_url, report_interval=5,
-                              service_down_time=30)
-        observer = ServiceGroup(driver=driver, url=url, records_url=records_url, report_interval=5,
-                                service_down_time=30)
+        member = ServiceGroup(driver=driver, url=url, records_url=records_url, report_interval=5, service_down_time=30)
+        observer = ServiceGroup(
+            driver=driver, url=url, records_url=records_url, report_interval=5, service_down_time=30
+        )
         names = [f"host-{i:04d}" for i in range(hosts)]
         try:
             for h in names:
@@ -51,20 +51,36 @@ def measure(name: str, hosts: int, calls: int) -> list[dict[str, object]]:
             nova = per_call_us(lambda i: records.get(names[i % hosts], topic), slow)
             raw = sg_backend.start(sg_backend.default_factory, observer.url, f"isup-raw-{uuid.uuid4().hex[:6]}")
             try:
-                tooz_us = per_call_us(lambda i: names[i % hosts].encode() in raw.get_members(topic.encode()).get(),
-                                      slow)
+                tooz_us = per_call_us(
+                    lambda i: names[i % hosts].encode() in raw.get_members(topic.encode()).get(), slow
+                )
             finally:
                 raw.stop()
         finally:
             member.stop()
             observer.stop()
     return [
-        {"backend": name, "method": "ServiceGroup.is_up (cached view)", "us_per_call": ours, "calls": calls,
-         "x_slower": 1.0},
-        {"backend": name, "method": "nova-style record read per call", "us_per_call": nova, "calls": slow,
-         "x_slower": nova / ours},
-        {"backend": name, "method": "raw tooz get_members per call", "us_per_call": tooz_us, "calls": slow,
-         "x_slower": tooz_us / ours},
+        {
+            "backend": name,
+            "method": "ServiceGroup.is_up (cached view)",
+            "us_per_call": ours,
+            "calls": calls,
+            "x_slower": 1.0,
+        },
+        {
+            "backend": name,
+            "method": "nova-style record read per call",
+            "us_per_call": nova,
+            "calls": slow,
+            "x_slower": nova / ours,
+        },
+        {
+            "backend": name,
+            "method": "raw tooz get_members per call",
+            "us_per_call": tooz_us,
+            "calls": slow,
+            "x_slower": tooz_us / ours,
+        },
     ]
 
 
@@ -77,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, object]] = []
     for name in args.backends.split(","):
         rows += measure(name, args.hosts, args.calls)
-    report.report("isup", rows, title=f"is_up cost, {args.hosts} live hosts in one topic",
-                  columns=["backend", "method", "us_per_call", "x_slower", "calls"])
+    report.report(
+        "isup",
+        rows,
+        title=f"is_up cost, {args.hosts} live hosts in one topic",
+        columns=["backend", "method", "us_per_call", "x_slower", "calls"],
+    )
     return 0
 
 

@@ -77,8 +77,8 @@ def load_and_moves(peer: Peer, n: int, keys: list[str]) -> dict[str, object]:
     leaver = members[n // 2]
     leave_lookup = peer.build([m for m in members if m != leaver])
     left = [leave_lookup(k) for k in keys]
-    moved_join = [i for i, (a, b) in enumerate(zip(before, joined)) if a != b]
-    moved_leave = [i for i, (a, b) in enumerate(zip(before, left)) if a != b]
+    moved_join = [i for i, (a, b) in enumerate(zip(before, joined, strict=True)) if a != b]
+    moved_leave = [i for i, (a, b) in enumerate(zip(before, left, strict=True)) if a != b]
     share_join = len(moved_join) / len(keys)
     share_leave = len(moved_leave) / len(keys)
     return {

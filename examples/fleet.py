@@ -57,9 +57,14 @@ def worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    sg = ServiceGroup(driver=args.driver, url=args.url, records_url=args.records_url,
-                      report_interval=args.report_interval,
-                      service_down_time=args.service_down_time, max_staleness=args.max_staleness)
+    sg = ServiceGroup(
+        driver=args.driver,
+        url=args.url,
+        records_url=args.records_url,
+        report_interval=args.report_interval,
+        service_down_time=args.service_down_time,
+        max_staleness=args.max_staleness,
+    )
     generation = 0
     try:
         sg.join(args.host, args.group, binary="fleet-worker")
@@ -70,10 +75,19 @@ def worker(args: argparse.Namespace) -> int:
             # those of the ring this call reports on.
             nonlocal generation
             generation += 1
-            write_json(args.report, {"host": args.host, "owned": sorted(int(k) for k in part.owned()),
-                                     "generation": generation, "members": part.members()})
-            print(f"{args.host}: generation {generation}, {len(part.members())} members, "
-                  f"+{len(gained)} -{len(lost)} ids", flush=True)
+            write_json(
+                args.report,
+                {
+                    "host": args.host,
+                    "owned": sorted(int(k) for k in part.owned()),
+                    "generation": generation,
+                    "members": part.members(),
+                },
+            )
+            print(
+                f"{args.host}: generation {generation}, {len(part.members())} members, +{len(gained)} -{len(lost)} ids",
+                flush=True,
+            )
 
         part.on_rebalance(on_rebalance, initial=True)
         stop.wait()
@@ -94,13 +108,19 @@ def _die_with_parent() -> None:  # in the child, before exec
 class Fleet:
     """Worker processes of one group, each reporting to ``<workdir>/<host>.json``."""
 
-    def __init__(self, workdir: str, group: str, ids: int = 10_000, driver: str = "db",
-                 url: str | None = None, records_url: str | None = None,
-                 timings: dict[str, float] = TIMINGS) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        group: str,
+        ids: int = 10_000,
+        driver: str = "db",
+        url: str | None = None,
+        records_url: str | None = None,
+        timings: dict[str, float] = TIMINGS,
+    ) -> None:
         self.workdir, self.group, self.ids = workdir, group, ids
         records_url = records_url or "sqlite:///" + os.path.join(workdir, "servicegroup.sqlite")
-        self.argv = ["--group", group, "--ids", str(ids), "--driver", driver,
-                     "--records-url", records_url]
+        self.argv = ["--group", group, "--ids", str(ids), "--driver", driver, "--records-url", records_url]
         self.argv += ["--url", url] if url else []
         for name, value in timings.items():
             self.argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -111,10 +131,17 @@ class Fleet:
 
     def start(self, host: str) -> None:
         log = open(os.path.join(self.workdir, f"{host}.log"), "ab")
-        argv = [sys.executable, os.path.abspath(__file__), "worker", "--host", host,
-                "--report", self.report_path(host), *self.argv]
-        self.procs[host] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            preexec_fn=_die_with_parent)
+        argv = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "worker",
+            "--host",
+            host,
+            "--report",
+            self.report_path(host),
+            *self.argv,
+        ]
+        self.procs[host] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         log.close()
 
     def kill(self, host: str) -> None:
@@ -152,8 +179,9 @@ class Fleet:
             dead = [h for h, p in self.procs.items() if p.poll() is not None]
             if dead or time.monotonic() > deadline:
                 seen = {h: r["members"] for h, r in reports.items()}
-                raise TimeoutError(f"workers did not converge to {sorted(members)} "
-                                   f"(exited: {dead}); their rings: {seen}")
+                raise TimeoutError(
+                    f"workers did not converge to {sorted(members)} (exited: {dead}); their rings: {seen}"
+                )
             time.sleep(0.05)
 
     def __enter__(self) -> Fleet:
@@ -187,8 +215,7 @@ def demo(args: argparse.Namespace) -> int:
         print(f"{title}: {counts}  ({'every id owned exactly once' if ok else 'NOT a partition'})")
 
     hosts = [f"worker-{i}" for i in range(1, args.workers + 1)]
-    with tempfile.TemporaryDirectory(prefix="sg-fleet-") as workdir, \
-            Fleet(workdir, args.group, args.ids) as fleet:
+    with tempfile.TemporaryDirectory(prefix="sg-fleet-") as workdir, Fleet(workdir, args.group, args.ids) as fleet:
         for host in hosts:
             fleet.start(host)
         before = fleet.wait_for(hosts)
@@ -203,8 +230,10 @@ def demo(args: argparse.Namespace) -> int:
         show("  owned", after_kill)
         old, new = owned(before), owned(after_kill)
         moved = {h: len(new[h] - old[h]) for h in survivors}
-        print(f"  moved {sum(moved.values())} ids (= {victim}'s {len(old[victim])}): {moved}; "
-              f"ids lost by survivors: {sum(len(old[h] - new[h]) for h in survivors)}")
+        print(
+            f"  moved {sum(moved.values())} ids (= {victim}'s {len(old[victim])}): {moved}; "
+            f"ids lost by survivors: {sum(len(old[h] - new[h]) for h in survivors)}"
+        )
 
         joiner = f"worker-{len(hosts) + 1}"
         t0 = time.monotonic()
@@ -214,8 +243,10 @@ def demo(args: argparse.Namespace) -> int:
         show("  owned", after_join)
         old, new = owned(after_kill), owned(after_join)
         taken = {h: len(old[h] - new[h]) for h in survivors}
-        print(f"  moved {len(new[joiner])} ids ({len(new[joiner]) / args.ids:.1%}), all to {joiner}: "
-              f"{taken}; ids moved between old workers: {sum(len(new[h] - old[h]) for h in survivors)}")
+        print(
+            f"  moved {len(new[joiner])} ids ({len(new[joiner]) / args.ids:.1%}), all to {joiner}: "
+            f"{taken}; ids moved between old workers: {sum(len(new[h] - old[h]) for h in survivors)}"
+        )
     return 0
 
 

@@ -78,20 +78,34 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
 
 
 def backend_argv(args: argparse.Namespace) -> list[str]:
-    argv = ["--driver", args.driver, "--records-url", args.records_url, "--topic", args.topic,
-            "--report-interval", str(args.report_interval),
-            "--service-down-time", str(args.service_down_time),
-            "--max-staleness", str(args.max_staleness)]
+    argv = [
+        "--driver",
+        args.driver,
+        "--records-url",
+        args.records_url,
+        "--topic",
+        args.topic,
+        "--report-interval",
+        str(args.report_interval),
+        "--service-down-time",
+        str(args.service_down_time),
+        "--max-staleness",
+        str(args.max_staleness),
+    ]
     if args.url:
         argv += ["--url", args.url]
     return argv
 
 
 def make_sg(args: argparse.Namespace) -> ServiceGroup:
-    return ServiceGroup(driver=args.driver, url=args.url, records_url=args.records_url,
-                        report_interval=args.report_interval,
-                        service_down_time=args.service_down_time,
-                        max_staleness=args.max_staleness)
+    return ServiceGroup(
+        driver=args.driver,
+        url=args.url,
+        records_url=args.records_url,
+        report_interval=args.report_interval,
+        service_down_time=args.service_down_time,
+        max_staleness=args.max_staleness,
+    )
 
 
 # -- server ---------------------------------------------------------------------
@@ -117,8 +131,7 @@ def serve(args: argparse.Namespace) -> int:
     record = open(args.record, "a", encoding="utf-8") if args.record else None
     try:
         mm.register(args.topic, args.host, capabilities={"endpoint": endpoint})
-        print(json.dumps({"ready": True, "host": args.host, "endpoint": endpoint, "pid": os.getpid()}),
-              flush=True)
+        print(json.dumps({"ready": True, "host": args.host, "endpoint": endpoint, "pid": os.getpid()}), flush=True)
         while not stop.is_set():
             if not sock.poll(200):
                 continue
@@ -240,16 +253,27 @@ class Servers:
         self.endpoints: dict[str, str] = {}
 
     def start(self, host: str, timeout: float = 60.0) -> str:
-        argv = [sys.executable, os.path.abspath(__file__), "server", "--host", host, "--port", "0",
-                "--record", self.record_path(host), *backend_argv(self.args)]
+        argv = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "server",
+            "--host",
+            host,
+            "--port",
+            "0",
+            "--record",
+            self.record_path(host),
+            *backend_argv(self.args),
+        ]
         stderr = open(os.path.join(self.workdir, f"{host}.log"), "ab")
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=_die_with_parent)
         stderr.close()
         self.procs[host] = proc
         line = _read_line(proc, timeout)
         if not line:
-            raise RuntimeError(f"server {host} did not start within {timeout}s "
-                               f"(exit {proc.poll()}); see {self.workdir}/{host}.log")
+            raise RuntimeError(
+                f"server {host} did not start within {timeout}s (exit {proc.poll()}); see {self.workdir}/{host}.log"
+            )
         self.endpoints[host] = json.loads(line)["endpoint"]
         return self.endpoints[host]
 
@@ -326,8 +350,14 @@ def sends_phase(client: Client, hosts: list[str], keys: list[str], rounds: int) 
     return client.sends[start:]
 
 
-def run_scenario(args: argparse.Namespace, workdir: str, n_servers: int = 3, victim_index: int = 1,
-                 keys: int = 30, detect_timeout: float = 60.0) -> dict[str, Any]:
+def run_scenario(
+    args: argparse.Namespace,
+    workdir: str,
+    n_servers: int = 3,
+    victim_index: int = 1,
+    keys: int = 30,
+    detect_timeout: float = 60.0,
+) -> dict[str, Any]:
     """Start servers, send, SIGKILL one, wait for detection, send again.
 
     Returns the figures and the raw send log; asserts nothing (the
@@ -377,8 +407,7 @@ def run_scenario(args: argparse.Namespace, workdir: str, n_servers: int = 3, vic
             "sends_before": len(before),
             "sends_after": len(after),
             "failed_sends": sum(not s.ok for s in client.sends),
-            "sent_to_dead_after_detection": sum(
-                1 for s in client.sends if s.host == victim and s.t >= detected_at),
+            "sent_to_dead_after_detection": sum(1 for s in client.sends if s.host == victim and s.t >= detected_at),
             "fanout_after": sorted(s.replied_by or "" for s in after if s.kind == "fanout"),
             "targets_after": sorted({s.host for s in after}),
             "keys_moved": sorted(k for k in key_list if owners_before[k] != owners_after[k]),
@@ -430,8 +459,11 @@ def main(argv: list[str] | None = None) -> int:
             action.required = False
     p.add_argument("--servers", type=int, default=3)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.cmd != "server" else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.cmd != "server" else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     return {"server": serve, "client": client_once, "demo": demo}[args.cmd](args)
 
 

@@ -34,14 +34,19 @@ class Target:
     records_url: str
 
     def kwargs(self, **overrides: object) -> dict[str, object]:
-        kw: dict[str, object] = dict(driver=self.driver, url=self.url, records_url=self.records_url,
-                                     report_interval=REPORT_INTERVAL, service_down_time=DOWN_TIME,
-                                     max_staleness=STALENESS)
+        kw: dict[str, object] = dict(
+            driver=self.driver,
+            url=self.url,
+            records_url=self.records_url,
+            report_interval=REPORT_INTERVAL,
+            service_down_time=DOWN_TIME,
+            max_staleness=STALENESS,
+        )
         kw.update(overrides)
         return kw
 
 
-def explain(members: "list[MemberProcess]", server: object = None) -> str:
+def explain(members: list[MemberProcess], server: object = None) -> str:
     """What members (and the server, if given) said: for failure messages, so
     a failure in CI can be read without reproducing it."""
     parts = [m.tail() for m in members]
@@ -74,15 +79,31 @@ class MemberProcess:
     """``python -m servicegroup join`` for one host, collecting its output."""
 
     def __init__(self, target: Target, host: str, topic: str) -> None:
-        cmd = [sys.executable, "-c", _MAIN_AT_INFO, "join", "--host", host, "--topic", topic,
-               "--driver", target.driver, "--records-url", target.records_url,
-               "--report-interval", str(REPORT_INTERVAL), "--service-down-time", str(DOWN_TIME)]
+        cmd = [
+            sys.executable,
+            "-c",
+            _MAIN_AT_INFO,
+            "join",
+            "--host",
+            host,
+            "--topic",
+            topic,
+            "--driver",
+            target.driver,
+            "--records-url",
+            target.records_url,
+            "--report-interval",
+            str(REPORT_INTERVAL),
+            "--service-down-time",
+            str(DOWN_TIME),
+        ]
         if target.url:
             cmd += ["--url", target.url]
         self.host = host
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:

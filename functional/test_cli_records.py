@@ -16,8 +16,7 @@ from functional.test_records_sql import empty_database  # noqa: F401 (fixture)
 
 
 def servicegroup(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "servicegroup", *argv],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "servicegroup", *argv], capture_output=True, text=True, timeout=120)
 
 
 def with_password(url: str) -> str:

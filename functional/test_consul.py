@@ -58,10 +58,10 @@ def sg_factory(tmp_path: Any) -> Iterator[Any]:
     def make(url: str, **kw: Any) -> ServiceGroup:
         kw.setdefault("report_interval", 1)
         kw.setdefault("service_down_time", 4)
-        sg = ServiceGroup(driver="consul", url=url,
-                          records_url=f"sqlite:///{tmp_path / 'records.sqlite'}", **kw)
+        sg = ServiceGroup(driver="consul", url=url, records_url=f"sqlite:///{tmp_path / 'records.sqlite'}", **kw)
         made.append(sg)
         return sg
+
     yield make
     for sg in made:
         sg.stop()
@@ -144,6 +144,7 @@ def test_watch_callbacks_fire_on_join(agent: Any, sg_factory: Any, topic: str) -
     def on_join(*args: Any) -> None:
         joined.append(args[-1] if args else "")
         seen.set()
+
     observer.watch(topic, on_join=on_join)
     member.join("host-w", topic)
     assert seen.wait(30)
@@ -152,17 +153,16 @@ def test_watch_callbacks_fire_on_join(agent: Any, sg_factory: Any, topic: str) -
 
 # -- catalog mode ----------------------------------------------------------
 
+
 def _register(agent: Any, name: str, instance: str, passing: bool) -> consul.Consul:
     c = consul.Consul(host="127.0.0.1", port=agent.port)
-    c.agent.service.register(name, service_id=instance, address="10.1.2.3", port=8080,
-                             check=consul.Check.ttl("30s"))
+    c.agent.service.register(name, service_id=instance, address="10.1.2.3", port=8080, check=consul.Check.ttl("30s"))
     if passing:
         c.agent.check.ttl_pass(f"service:{instance}")
     return c
 
 
-def test_catalog_mode_lists_operator_registered_passing_instances(
-        agent: Any, sg_factory: Any, topic: str) -> None:
+def test_catalog_mode_lists_operator_registered_passing_instances(agent: Any, sg_factory: Any, topic: str) -> None:
     c = _register(agent, topic, f"{topic}-1", passing=True)
     _register(agent, topic, f"{topic}-2", passing=False)
     sg = sg_factory(f"{agent.url}?mode=catalog")
@@ -184,6 +184,7 @@ def test_catalog_mode_refuses_join_with_a_typed_error(agent: Any, sg_factory: An
 
 
 # -- errors ------------------------------------------------------------------
+
 
 def test_wrong_acl_token_fails_start_naming_the_problem(topic: str) -> None:
     if consul_server_real.available():

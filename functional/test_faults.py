@@ -26,8 +26,9 @@ def _target(name: str, server, tmp_path) -> Target:
     return Target(name, name, server.url, f"sqlite:///{tmp_path / 'records.sqlite'}")
 
 
-@pytest.mark.parametrize("name,wipe", backend_params(("mc", False), ("redis", True), ("zk", False), ("zk", True),
-                                                  ("etcd", True)))
+@pytest.mark.parametrize(
+    "name,wipe", backend_params(("mc", False), ("redis", True), ("zk", False), ("zk", True), ("etcd", True))
+)
 def test_members_rejoin_after_the_server_restarts_empty(fresh_server, tmp_path, name, wipe):
     server = fresh_server(name)
     tgt = _target(name, server, tmp_path)
@@ -45,10 +46,12 @@ def test_members_rejoin_after_the_server_restarts_empty(fresh_server, tmp_path, 
             # and nothing must be reported lost.
             assert wait_for(lambda: observer.get_all(topic) == ["host-0", "host-1", "host-2"], bound=BOUND)
             return
-        assert wait_for(lambda: all(m.saw("membership_lost") for m in members), bound=BOUND), \
+        assert wait_for(lambda: all(m.saw("membership_lost") for m in members), bound=BOUND), (
             "every member must notice it was dropped:\n" + explain(members, server)
-        assert wait_for(lambda: observer.get_all(topic) == ["host-0", "host-1", "host-2"], bound=BOUND), \
+        )
+        assert wait_for(lambda: observer.get_all(topic) == ["host-0", "host-1", "host-2"], bound=BOUND), (
             f"observer sees {observer.get_all(topic)}:\n" + explain(members, server)
+        )
         assert wait_for(lambda: all(m.saw("membership_restored") for m in members)), explain(members, server)
     finally:
         for m in members:
@@ -126,12 +129,21 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("driver,scheme", backend_params(("zk", "zookeeper"), ("mc", "memcached"), ("redis", "redis"),
-                                                        ("etcd", "etcd3+http"), ("consul", "consul")))
+@pytest.mark.parametrize(
+    "driver,scheme",
+    backend_params(
+        ("zk", "zookeeper"), ("mc", "memcached"), ("redis", "redis"), ("etcd", "etcd3+http"), ("consul", "consul")
+    ),
+)
 def test_unreachable_server_at_start_is_a_typed_error_naming_host_and_port(tmp_path, driver, scheme):
     port = _closed_port()
-    sg = ServiceGroup(driver=driver, url=f"{scheme}://127.0.0.1:{port}",
-                      records_url=f"sqlite:///{tmp_path / 'r.sqlite'}", report_interval=1, service_down_time=3)
+    sg = ServiceGroup(
+        driver=driver,
+        url=f"{scheme}://127.0.0.1:{port}",
+        records_url=f"sqlite:///{tmp_path / 'r.sqlite'}",
+        report_interval=1,
+        service_down_time=3,
+    )
     try:
         with pytest.raises(errors.BackendUnavailable, match=f"127.0.0.1:{port}"):
             sg.join("host-a", "compute")
@@ -154,8 +166,11 @@ def test_unknown_url_option_is_refused_by_name(tmp_path, driver):
     from servicegroup.driver_urls import DEFAULT_URLS
 
     with pytest.raises(errors.InvalidURL, match="bogus_option"):
-        ServiceGroup(driver=driver, url=f"{DEFAULT_URLS[driver]}?bogus_option=1",
-                     records_url=f"sqlite:///{tmp_path / 'r.sqlite'}")
+        ServiceGroup(
+            driver=driver,
+            url=f"{DEFAULT_URLS[driver]}?bogus_option=1",
+            records_url=f"sqlite:///{tmp_path / 'r.sqlite'}",
+        )
 
 
 @pytest.mark.parametrize("name", backend_params("mc", "redis"))
@@ -172,8 +187,9 @@ def test_server_gone_mid_run_keeps_threads_alive_and_follows_staleness(fresh_ser
         member.join("host-a", topic)
         assert wait_for(lambda: observer.is_up(topic=topic, host="host-a"))
         server.pause()
-        assert wait_for(lambda: not observer.is_up(topic=topic, host="host-a"), bound=DOWN_TIME * 10), \
+        assert wait_for(lambda: not observer.is_up(topic=topic, host="host-a"), bound=DOWN_TIME * 10), (
             "past service_down_time without a readable view, nobody is vouched for"
+        )
         heart = member._members["host-a"]._thread
         assert heart is not None and heart.is_alive(), "the heartbeat thread must not die"
         server.resume()

@@ -81,11 +81,12 @@ def run(request, tmp_path_factory):
     join_s = time.monotonic() - t0
 
     moved_kill = sum(len(set(after_kill[h]["owned"]) - set(before[h]["owned"])) for h in survivors)
-    print(f"\n{driver}: {len(before[VICTIM]['owned'])} ids on {VICTIM}, {moved_kill} moved on SIGKILL, "
-          f"survivors agreed after {kill_s:.1f} s; {len(after_join[JOINER]['owned'])} moved to {JOINER}, "
-          f"agreed after {join_s:.1f} s")
-    return {"before": before, "after_kill": after_kill,
-            "after_join": after_join, "survivors": survivors}
+    print(
+        f"\n{driver}: {len(before[VICTIM]['owned'])} ids on {VICTIM}, {moved_kill} moved on SIGKILL, "
+        f"survivors agreed after {kill_s:.1f} s; {len(after_join[JOINER]['owned'])} moved to {JOINER}, "
+        f"agreed after {join_s:.1f} s"
+    )
+    return {"before": before, "after_kill": after_kill, "after_join": after_join, "survivors": survivors}
 
 
 def assert_partition(reports, live):

@@ -42,6 +42,7 @@ def connect(dsn: str) -> Iterator[Callable[[], Any]]:
     def make() -> Any:
         made.append(psycopg2.connect(dsn, connect_timeout=int(BOUND)))
         return made[-1]
+
     yield make
     for conn in made:
         conn.close()

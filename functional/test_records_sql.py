@@ -100,7 +100,7 @@ def test_concurrent_first_migrations_on_an_empty_database_all_succeed(empty_data
         barrier.wait()
         try:
             recs.migrate()
-        except BaseException as exc:  # noqa: BLE001 - asserted on below
+        except BaseException as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=start_one, args=(r,)) for r in instances]
@@ -141,8 +141,10 @@ def test_unknown_url_option_is_invalid_url_naming_it() -> None:
 
 @pytest.mark.parametrize(
     "dialect,option",
-    backend_params(("postgresql", {"options": "-ctimezone=Pacific/Kiritimati"}),
-                   ("mysql", {"init_command": "SET time_zone='+13:00'"})),
+    backend_params(
+        ("postgresql", {"options": "-ctimezone=Pacific/Kiritimati"}),
+        ("mysql", {"init_command": "SET time_zone='+13:00'"}),
+    ),
 )
 def test_timestamps_are_utc_whatever_the_session_time_zone(dialect: str, option: dict[str, str]) -> None:
     host, topic = f"host-{uuid.uuid4().hex[:12]}", f"topic-{uuid.uuid4().hex[:12]}"
@@ -170,8 +172,12 @@ def test_the_records_urls_dbapi_options_apply_to_liveness_connections_too() -> N
     from servicegroup.api import ServiceGroup
 
     name = f"sg-{uuid.uuid4().hex[:10]}"
-    sg = ServiceGroup(driver="db", records_url=f"{url_of('postgresql')}?application_name={name}",
-                      report_interval=1, service_down_time=3)
+    sg = ServiceGroup(
+        driver="db",
+        records_url=f"{url_of('postgresql')}?application_name={name}",
+        report_interval=1,
+        service_down_time=3,
+    )
     try:
         sg.join("host-a", f"opts-{name}")
         liveness = sg._members["host-a"].coordinator()._db.engine
@@ -188,8 +194,7 @@ def test_a_statement_past_the_bound_fails_typed_instead_of_hanging() -> None:
     statement becomes a tooz error the heartbeat counts, never a hang."""
     from tooz import coordination
 
-    c = coordination.get_coordinator(
-        f"sql+{url_of('postgresql')}?options=-c%20statement_timeout%3D200", b"m1")
+    c = coordination.get_coordinator(f"sql+{url_of('postgresql')}?options=-c%20statement_timeout%3D200", b"m1")
     c.start()
     try:
         with pytest.raises(coordination.ToozConnectionError, match="127.0.0.1:5432.*statement timeout"):

@@ -75,8 +75,9 @@ def test_sigkilled_member_goes_down_and_others_stay_up(observer, spawn, topic):
 
 def test_clean_leave_is_seen_and_watched(target, observer, topic):
     events: list[tuple[str, str]] = []
-    observer.watch(topic, on_join=lambda t, h: events.append(("join", h)),
-                   on_leave=lambda t, h: events.append(("leave", h)))
+    observer.watch(
+        topic, on_join=lambda t, h: events.append(("join", h)), on_leave=lambda t, h: events.append(("leave", h))
+    )
     member = ServiceGroup(**target.kwargs())
     try:
         member.join("host-a", topic, binary="scenario")
@@ -159,8 +160,14 @@ def test_bad_names_are_refused_before_the_backend(observer, topic):
 
 def observer_kwargs(sg: ServiceGroup) -> dict[str, object]:
     s = sg.settings
-    return dict(driver=s.driver, url=s.url, records_url=s.records_url, report_interval=s.report_interval,
-                service_down_time=s.service_down_time, max_staleness=s.max_staleness)
+    return dict(
+        driver=s.driver,
+        url=s.url,
+        records_url=s.records_url,
+        report_interval=s.report_interval,
+        service_down_time=s.service_down_time,
+        max_staleness=s.max_staleness,
+    )
 
 
 def test_member_thread_survives_and_heals_a_long_pause(observer, spawn, topic):

@@ -29,8 +29,7 @@ from servicegroup.testing.selection import backend_params
 
 zmq = pytest.importorskip("zmq")
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                       "zmq_roundtrip.py")
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "zmq_roundtrip.py")
 _spec = importlib.util.spec_from_file_location("zmq_roundtrip", EXAMPLE)
 roundtrip = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = roundtrip  # dataclasses look their module up there
@@ -69,9 +68,11 @@ def report(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp(f"zmq-{driver}")
     args = _args(request, driver, workdir)
     result = roundtrip.run_scenario(args, str(workdir), n_servers=3, victim_index=1, keys=30)
-    print(f"\n{driver}: detection {result['detection_seconds']} s after SIGKILL, "
-          f"{result['sends_before']} sends before, {result['sends_after']} after, "
-          f"{result['sent_to_dead_after_detection']} to the dead host after detection")
+    print(
+        f"\n{driver}: detection {result['detection_seconds']} s after SIGKILL, "
+        f"{result['sends_before']} sends before, {result['sends_after']} after, "
+        f"{result['sent_to_dead_after_detection']} to the dead host after detection"
+    )
     return result
 
 
@@ -128,8 +129,9 @@ def test_a_timed_out_send_nacks_the_host_out_of_every_answer_at_once(request, tm
         assert client.mm.get_hosts(args.topic) == ["srv-2"], "the nacking process drops it at once"
         with pytest.raises(roundtrip.errors.NoLiveHosts):
             client.direct("srv-1")
-        assert roundtrip.wait_for(lambda: observer_sg.get_all(args.topic) == ["srv-2"], 30), \
+        assert roundtrip.wait_for(lambda: observer_sg.get_all(args.topic) == ["srv-2"], 30), (
             "other processes drop it at their next refresh"
+        )
         assert [s.ok for s in client.fanout()] == [True]
     finally:
         client.close()

@@ -81,8 +81,13 @@ class ServiceGroup:
         exist for tests (an in-memory backend, a fake clock, no threads).
         """
         self.settings = sg_conf.Settings(
-            driver=driver, url=url, records_url=records_url, report_interval=report_interval,
-            service_down_time=service_down_time, max_staleness=max_staleness)
+            driver=driver,
+            url=url,
+            records_url=records_url,
+            report_interval=report_interval,
+            service_down_time=service_down_time,
+            max_staleness=max_staleness,
+        )
         self.url = driver_urls.resolve(driver, url, records_url, ttl=service_down_time)
         self._factory = coordinator_factory or backend.default_factory
         self._background = background
@@ -91,15 +96,26 @@ class ServiceGroup:
         self._stopped = False
         self._lock = threading.RLock()
         self._event_callbacks: list[EventCallback] = []
-        self._reader = Reader(self.url, self._factory, background=background,
-                              replace_after=max(10 * max_staleness, 5.0))
+        self._reader = Reader(
+            self.url, self._factory, background=background, replace_after=max(10 * max_staleness, 5.0)
+        )
         clocks = {k: v for k, v in (("clock", clock), ("wall_clock", wall_clock)) if v is not None}
-        self._view = MembershipView(self._reader.fetch, max_staleness=max_staleness, grace=service_down_time,
-                                    start_thread=background, on_forget=self._reader.forget, **clocks)
+        self._view = MembershipView(
+            self._reader.fetch,
+            max_staleness=max_staleness,
+            grace=service_down_time,
+            start_thread=background,
+            on_forget=self._reader.forget,
+            **clocks,
+        )
         self._reader.attach(poke=self._view.poke, watched=self._view.watched)
-        self._flags = FlagsCache(lambda: records.flags(only_set=True), interval=max_staleness,
-                                 on_fence_change=self._view.notify_change, background=background,
-                                 **({"clock": clock} if clock is not None else {}))
+        self._flags = FlagsCache(
+            lambda: records.flags(only_set=True),
+            interval=max_staleness,
+            on_fence_change=self._view.notify_change,
+            background=background,
+            **({"clock": clock} if clock is not None else {}),
+        )
         forksafe.register(self, ServiceGroup._after_fork)
         self._flags.start()
 
@@ -111,8 +127,15 @@ class ServiceGroup:
     @classmethod
     def from_settings(cls, s: sg_conf.Settings, **kwargs: Any) -> ServiceGroup:
         """Build from already validated :class:`~servicegroup.conf.Settings`."""
-        return cls(driver=s.driver, url=s.url, records_url=s.records_url, report_interval=s.report_interval,
-                   service_down_time=s.service_down_time, max_staleness=s.max_staleness, **kwargs)
+        return cls(
+            driver=s.driver,
+            url=s.url,
+            records_url=s.records_url,
+            report_interval=s.report_interval,
+            service_down_time=s.service_down_time,
+            max_staleness=s.max_staleness,
+            **kwargs,
+        )
 
     def __repr__(self) -> str:
         return f"<ServiceGroup {backend.where(self.url)} records={self.records.url_redacted}>"
@@ -125,8 +148,9 @@ class ServiceGroup:
 
     # -- members ---------------------------------------------------------
 
-    def join(self, host: str, topic: str, binary: str | None = None,
-             capabilities: Mapping[str, Any] | None = None) -> Service:
+    def join(
+        self, host: str, topic: str, binary: str | None = None, capabilities: Mapping[str, Any] | None = None
+    ) -> Service:
         """Record the service and make it a live member of *topic*.
 
         The heartbeat thread starts with this call and beats at once. If the
@@ -177,8 +201,7 @@ class ServiceGroup:
 
     # -- liveness --------------------------------------------------------
 
-    def is_up(self, svc: Service | None = None, *, topic: str | None = None,
-              host: str | None = None) -> bool:
+    def is_up(self, svc: Service | None = None, *, topic: str | None = None, host: str | None = None) -> bool:
         """Whether a service is up. Cheap: answered from memory.
 
         Never raises for an unknown service or an unreachable backend: both
@@ -234,8 +257,9 @@ class ServiceGroup:
         hosts = self.get_all(topic)
         return random.choice(hosts) if hosts else None
 
-    def get_updated_time(self, svc: Service | None = None, *, topic: str | None = None,
-                         host: str | None = None) -> datetime.datetime | None:
+    def get_updated_time(
+        self, svc: Service | None = None, *, topic: str | None = None, host: str | None = None
+    ) -> datetime.datetime | None:
         """When the service last proved alive (UTC), if ever. Answered from memory.
 
         On the SQL backend this is its last heartbeat, stamped by the
@@ -265,12 +289,15 @@ class ServiceGroup:
         # The records just read are not fed back into the flags cache: a
         # fence committed by the refresher meanwhile is newer than them
         # (is_up(svc) already honours svc.forced_down).
-        return [svc.with_liveness(self.is_up(svc), self.get_updated_time(svc))
-                for svc in self.records.list(topic)]
+        return [svc.with_liveness(self.is_up(svc), self.get_updated_time(svc)) for svc in self.records.list(topic)]
 
-    def watch(self, topic: str, on_join: WatchCallback | None = None,
-              on_leave: WatchCallback | None = None,
-              on_change: ChangeCallback | None = None) -> Watch:
+    def watch(
+        self,
+        topic: str,
+        on_join: WatchCallback | None = None,
+        on_leave: WatchCallback | None = None,
+        on_change: ChangeCallback | None = None,
+    ) -> Watch:
         """Call ``on_join(topic, host)`` / ``on_leave(topic, host)`` on
         membership changes, from a dispatcher thread (never the caller's).
 
@@ -306,8 +333,7 @@ class ServiceGroup:
         """
         self._view.hide(topic, host)
         member = self._members.get(host)
-        if not backend.remove_member(self._factory, self.url, topic, host,
-                                     member.coordinator() if member else None):
+        if not backend.remove_member(self._factory, self.url, topic, host, member.coordinator() if member else None):
             return False
         # Re-read now: a snapshot from before the removal would tell a member
         # of this process that it is still listed, and delay its re-join.
@@ -357,8 +383,14 @@ class ServiceGroup:
                 raise errors.ServiceGroupError("this ServiceGroup is stopped")
             if host not in self._members:
                 self._members[host] = Member(
-                    self.url, host, report_interval=self.settings.report_interval, factory=self._factory,
-                    on_event=self._dispatch_event, seen=self._seen_recently, background=self._background)
+                    self.url,
+                    host,
+                    report_interval=self.settings.report_interval,
+                    factory=self._factory,
+                    on_event=self._dispatch_event,
+                    seen=self._seen_recently,
+                    background=self._background,
+                )
             return self._members[host]
 
     def _after_fork(self) -> None:

@@ -44,8 +44,11 @@ def default_factory(url: str, member_id: bytes) -> coordination.CoordinationDriv
     the same URL parsing tooz uses.
     """
     scheme = url.partition("://")[0].lower()
-    ours = [ep for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE)
-            if ep.name == scheme and ep.value.startswith("servicegroup.")]
+    ours = [
+        ep
+        for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE)
+        if ep.name == scheme and ep.value.startswith("servicegroup.")
+    ]
     if ours and _registrations(scheme) > 1:
         parsed = netutils.urlsplit(url)
         options = urllib.parse.parse_qs(parsed.query)
@@ -55,8 +58,7 @@ def default_factory(url: str, member_id: bytes) -> coordination.CoordinationDriv
 
 
 def _registrations(scheme: str) -> int:
-    return sum(1 for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE)
-               if ep.name == scheme)
+    return sum(1 for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE) if ep.name == scheme)
 
 
 def where(url: str) -> str:
@@ -92,9 +94,7 @@ def probe_tcp(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
         with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
             pass
     except OSError as exc:
-        raise errors.BackendUnavailable(
-            f"cannot reach {where(url)}: {exc.strerror or exc}"
-        ) from None
+        raise errors.BackendUnavailable(f"cannot reach {where(url)}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager
@@ -112,8 +112,9 @@ def errors_translated(url: str) -> Iterator[None]:
         raise errors.ServiceGroupError(f"{where(url)}: {describe(exc, url)}") from None
 
 
-def start(factory: CoordinatorFactory, url: str, member_id: str, *,
-          beat: bool = True) -> coordination.CoordinationDriver:
+def start(
+    factory: CoordinatorFactory, url: str, member_id: str, *, beat: bool = True
+) -> coordination.CoordinationDriver:
     """Build and start a coordinator for *member_id*, or raise a typed error.
 
     ``beat=False`` is for acting on *another* process's member id (removing
@@ -137,12 +138,13 @@ def start(factory: CoordinatorFactory, url: str, member_id: str, *,
             raise
         except (ValueError, TypeError) as exc:
             # Name the option whose value the error quotes, when one does.
-            named = [name for name, value in urls.query_options(url).items()
-                     if value and not urls.is_secret_option(name) and repr(value) in str(exc)]
+            named = [
+                name
+                for name, value in urls.query_options(url).items()
+                if value and not urls.is_secret_option(name) and repr(value) in str(exc)
+            ]
             which = f"option {named[0]}" if len(named) == 1 else "an option value"
-            raise errors.InvalidURL(
-                f"{which} in {urls.redact(url)} is not valid: {describe(exc, url)}"
-            ) from None
+            raise errors.InvalidURL(f"{which} in {urls.redact(url)} is not valid: {describe(exc, url)}") from None
         except Exception as exc:  # client libraries raise anything at connect
             raise errors.BackendUnavailable(f"cannot start {where(url)}: {describe(exc, url)}") from None
     return coord
@@ -182,8 +184,9 @@ class FailureClock:
         return False
 
 
-def remove_member(factory: CoordinatorFactory, url: str, topic: str, host: str,
-                  coord: coordination.CoordinationDriver | None = None) -> bool:
+def remove_member(
+    factory: CoordinatorFactory, url: str, topic: str, host: str, coord: coordination.CoordinationDriver | None = None
+) -> bool:
     """Remove *host* from *topic* in the backend, whoever runs it; False
     when the backend cannot remove members (Consul's catalog mode).
 

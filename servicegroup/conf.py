@@ -54,7 +54,9 @@ SERVICEGROUP_OPTS = [
         "for db, the [database] connection). May carry credentials.",
     ),
     cfg.FloatOpt(
-        "report_interval", default=10.0, min=MIN_SECONDS,
+        "report_interval",
+        default=10.0,
+        min=MIN_SECONDS,
         help="Seconds between two heartbeats of a service (at most 30 days).",
     ),
     cfg.FloatOpt(
@@ -173,8 +175,7 @@ class Settings:
             raise errors.ConfigError(f"config file {path}: {exc}") from None
         except UnicodeDecodeError as exc:
             raise errors.ConfigError(
-                f"config file {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
-                f"at offset {exc.start})"
+                f"config file {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
             ) from None
         except OSError as exc:
             raise errors.ConfigError(f"config file {path}: {exc.strerror or exc}") from None

@@ -43,8 +43,7 @@ _RECORDS_ONLY = frozenset({"timeout", "table_prefix"})
 def is_numeric_option(name: str) -> bool:
     """Options that are numbers in every backend we know: timeouts, TTLs,
     intervals, pool sizes, the Redis database number."""
-    return (name in ("timeout", "ttl", "db", "max_pool_size", "max_workers")
-            or name.endswith(("_timeout", "_interval")))
+    return name in ("timeout", "ttl", "db", "max_pool_size", "max_workers") or name.endswith(("_timeout", "_interval"))
 
 
 def check_numeric_options(url: str, scheme: str, names: Iterable[str]) -> None:
@@ -101,11 +100,10 @@ def records_to_sql_url(records_url: str) -> str:
     if at != -1:
         user, colon, password = rest[:at].partition(":")
         userinfo = _quote(user) + (":" + _quote(password) if colon else "")
-        rest = f"{userinfo}@{rest[at + 1:]}"
+        rest = f"{userinfo}@{rest[at + 1 :]}"
     base, mark, query = rest.partition("?")
     if mark:
-        kept = [(k, v) for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)
-                if k not in _RECORDS_ONLY]
+        kept = [(k, v) for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True) if k not in _RECORDS_ONLY]
         rest = base + ("?" + urllib.parse.urlencode(kept) if kept else "")
     return f"sql+{dialect}://{rest}"
 
@@ -166,8 +164,7 @@ def resolve(
     if "://" in driver:
         if url and url != driver:
             raise errors.ConfigError(
-                f"driver is a URL ({urls.redact(driver)}) and url is another "
-                f"({urls.redact(url)}): set only one"
+                f"driver is a URL ({urls.redact(driver)}) and url is another ({urls.redact(url)}): set only one"
             )
         target = driver
     elif driver in DEFAULT_URLS:

@@ -29,8 +29,7 @@ class UnknownDriver(ConfigError):
         self.name = name
         self.known = sorted(known)
         super().__init__(
-            f"unknown servicegroup driver {name!r}: use one of "
-            f"{', '.join(self.known)} or a tooz backend URL"
+            f"unknown servicegroup driver {name!r}: use one of {', '.join(self.known)} or a tooz backend URL"
         )
 
 

@@ -44,9 +44,15 @@ class FlagsCache:
     rebuilds on it). Without *background* nothing reads but :meth:`refresh`.
     """
 
-    def __init__(self, read: Callable[[], Flags], *, interval: float,
-                 on_fence_change: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic, background: bool = True) -> None:
+    def __init__(
+        self,
+        read: Callable[[], Flags],
+        *,
+        interval: float,
+        on_fence_change: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
+    ) -> None:
         self.interval = interval
         self._read = read
         self._on_fence_change = on_fence_change
@@ -105,8 +111,10 @@ class FlagsCache:
                 return False  # stopping: the records database is being closed
             if not self._failing:
                 self._failing = True
-                LOG.warning("service flags (forced_down, disabled) could not be read, keeping "
-                            "the last known ones: %s", backend.describe(exc))
+                LOG.warning(
+                    "service flags (forced_down, disabled) could not be read, keeping the last known ones: %s",
+                    backend.describe(exc),
+                )
             else:
                 LOG.debug("service flags still unreadable: %s", backend.describe(exc))
             return False

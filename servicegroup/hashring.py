@@ -44,13 +44,13 @@ import sys
 from array import array
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from servicegroup import errors
 
 LOG = logging.getLogger(__name__)
 
-Key = Union[str, bytes]
+Key = str | bytes
 
 #: Points (virtual nodes) per member of weight 1. Raising it does not help
 #: balance much beyond what the probes give and slows every rebuild.
@@ -67,7 +67,7 @@ MAX_MEMBERS = 1 << 16
 
 _POS_BITS = 36
 _PROBE_BYTES = 5  # 40 bits of hash per probe, the top 36 used
-_SCALE = 2.0 ** -_POS_BITS
+_SCALE = 2.0**-_POS_BITS
 #: Byte 6 of a little-endian double in [1, 2): exponent bits 0xF0 and the
 #: top 4 bits of the mantissa.
 _HIGH_NIBBLE = bytes(0xF0 | (b & 0x0F) for b in range(256))

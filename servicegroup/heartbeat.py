@@ -211,8 +211,7 @@ class Member:
             self._unwanted.discard(topic)
         except Exception as exc:
             self._unwanted.add(topic)
-            LOG.warning("%s could not leave %r yet (retrying every beat): %s",
-                        self.host, topic, backend.describe(exc))
+            LOG.warning("%s could not leave %r yet (retrying every beat): %s", self.host, topic, backend.describe(exc))
 
     def _still_joined(self, topic: str, caps: dict[str, Any]) -> bool:
         with self._lock:
@@ -257,8 +256,12 @@ class Member:
                 if self._failures.failed():
                     self._rebuild(exc)
                 if not self._failing:
-                    LOG.warning("heartbeat of %s failed, retrying every %gs: %s",
-                                self.host, self.report_interval, backend.describe(exc))
+                    LOG.warning(
+                        "heartbeat of %s failed, retrying every %gs: %s",
+                        self.host,
+                        self.report_interval,
+                        backend.describe(exc),
+                    )
                     self._failing = True
                 else:
                     LOG.debug("heartbeat of %s still failing: %s", self.host, backend.describe(exc))
@@ -266,8 +269,12 @@ class Member:
 
     def _rebuild(self, exc: BaseException) -> None:
         """Replace a coordinator that keeps failing; re-join on the new one."""
-        LOG.warning("heartbeat of %s failing for %gs (%s): replacing its backend client",
-                    self.host, self._failures.after, backend.describe(exc))
+        LOG.warning(
+            "heartbeat of %s failing for %gs (%s): replacing its backend client",
+            self.host,
+            self._failures.after,
+            backend.describe(exc),
+        )
         with self._lock:
             old, self._coordinator = self._coordinator, None
         backend.discard(old)

@@ -110,8 +110,7 @@ class MatchMaker:
         if local_only and self._sg.unexpire(topic, host):
             with self._lock:
                 self._local_only_nacks.discard((topic, host))
-            LOG.info("%s answered after a nack that never reached the backend: listed again in %r",
-                     host, topic)
+            LOG.info("%s answered after a nack that never reached the backend: listed again in %r", host, topic)
         return host in self._sg.members(topic)
 
     def expire(self, topic: str, host: str) -> bool:
@@ -127,8 +126,7 @@ class MatchMaker:
         try:
             removed = self._sg.expire(topic, host)
         except errors.BackendUnavailable as exc:
-            LOG.warning("nack of %s in %r applied here only, the backend is unreachable: %s",
-                        host, topic, exc)
+            LOG.warning("nack of %s in %r applied here only, the backend is unreachable: %s", host, topic, exc)
             removed = False
         if not removed:  # unreachable, or a backend whose members we cannot remove
             with self._lock:
@@ -203,8 +201,9 @@ class MatchMaker:
         """The hash ring over *members*, rebuilt only when they change."""
         from servicegroup.hashring import HashRing, capability_weight
 
-        shape = frozenset((h, capability_weight(c, member=h, warned=self._warned, group=topic))
-                          for h, c in members.items())
+        shape = frozenset(
+            (h, capability_weight(c, member=h, warned=self._warned, group=topic)) for h, c in members.items()
+        )
         with self._lock:
             cached = self._rings.get(topic)
             if cached is not None and cached[0] == shape:

@@ -48,6 +48,7 @@ from servicegroup.watches import (
 
 LOG = logging.getLogger(__name__)
 
+
 class Members(dict[str, Capabilities]):
     """What a fetch returns: host -> capabilities, plus, where the backend
     records them, each host's last heartbeat (``beats``, epoch seconds)."""
@@ -141,8 +142,7 @@ class MembershipView:
         snap = self._snapshots.get(topic)
         self._last_read[topic] = self._clock()
         thread = self._thread
-        if self._start_thread and thread is not None and not thread.is_alive() \
-                and not self._stopped.is_set():
+        if self._start_thread and thread is not None and not thread.is_alive() and not self._stopped.is_set():
             # Threads do not survive fork(): restart the refresher in the child.
             self._interest(topic)
         if snap is None:
@@ -167,8 +167,7 @@ class MembershipView:
 
     def _is_hidden(self, topic: str, host: str, caps: Capabilities) -> bool:
         entry = self._hidden.get(topic, {}).get(host)
-        return (entry is not None and entry[0] == caps.get(INCARNATION)
-                and self._clock() - entry[1] < self.grace)
+        return entry is not None and entry[0] == caps.get(INCARNATION) and self._clock() - entry[1] < self.grace
 
     def snapshot(self, topic: str) -> Snapshot | None:
         """The raw last snapshot of *topic* (no staleness policy applied)."""
@@ -301,12 +300,21 @@ class MembershipView:
     def _forget_idle(self) -> None:
         now = self._clock()
         with self._lock:
-            idle = [t for t in self._topics if not self._watches.get(t)
-                    and now - self._last_read.get(t, now) > self.forget_after]
+            idle = [
+                t
+                for t in self._topics
+                if not self._watches.get(t) and now - self._last_read.get(t, now) > self.forget_after
+            ]
             for topic in idle:
                 self._topics.discard(topic)
-                for table in (self._snapshots, self._last_read, self._committed, self._hidden,
-                              self._last_attempt, self._failing):
+                for table in (
+                    self._snapshots,
+                    self._last_read,
+                    self._committed,
+                    self._hidden,
+                    self._last_attempt,
+                    self._failing,
+                ):
                     table.pop(topic, None)
                 for key in [k for k in self._last_seen if k[0] == topic]:
                     del self._last_seen[key]
@@ -334,8 +342,11 @@ class MembershipView:
         with self._lock:
             self._topics.add(topic)
             self._last_read.setdefault(topic, self._clock())
-            if self._start_thread and (self._thread is None or not self._thread.is_alive()) \
-                    and not self._stopped.is_set():
+            if (
+                self._start_thread
+                and (self._thread is None or not self._thread.is_alive())
+                and not self._stopped.is_set()
+            ):
                 self._thread = threading.Thread(target=self._run, name="servicegroup-view", daemon=True)
                 self._thread.start()
 
@@ -369,9 +380,13 @@ class MembershipView:
 
     # -- watches ---------------------------------------------------------
 
-    def watch(self, topic: str, on_join: WatchCallback | None = None,
-              on_leave: WatchCallback | None = None,
-              on_change: ChangeCallback | None = None) -> Watch:
+    def watch(
+        self,
+        topic: str,
+        on_join: WatchCallback | None = None,
+        on_leave: WatchCallback | None = None,
+        on_change: ChangeCallback | None = None,
+    ) -> Watch:
         """Call ``on_join(topic, host)`` / ``on_leave(topic, host)`` on changes,
         and ``on_change(topic)`` once per change of any kind.
 
@@ -416,4 +431,3 @@ class MembershipView:
                 del hidden[host]  # lapsed: see hide()
             elif caps is not None and caps.get(INCARNATION) != incarnation:
                 del hidden[host]  # back with a new incarnation: the nack did its job
-

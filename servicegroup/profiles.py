@@ -67,41 +67,92 @@ class Profile:
 
 
 _ZOOKEEPER = Profile(
-    "zookeeper", alias="zk", ttl_option="timeout",
-    tooz_options=frozenset({"timeout", "namespace", "hosts", "ca", "certfile", "keyfile",
-                            "keyfile_password", "connection_retry", "command_retry",
-                            "randomize_hosts", "use_ssl", "verify_certs", "handler"}),
+    "zookeeper",
+    alias="zk",
+    ttl_option="timeout",
+    tooz_options=frozenset(
+        {
+            "timeout",
+            "namespace",
+            "hosts",
+            "ca",
+            "certfile",
+            "keyfile",
+            "keyfile_password",
+            "connection_retry",
+            "command_retry",
+            "randomize_hosts",
+            "use_ssl",
+            "verify_certs",
+            "handler",
+        }
+    ),
     int_options=frozenset({"timeout"}),
-    push="zookeeper", leader_pseudo_member=True,
+    push="zookeeper",
+    leader_pseudo_member=True,
 )
 _MEMCACHED = Profile(
-    "memcached", alias="mc", ttl_option="timeout",
-    tooz_options=_EXECUTOR | {"timeout", "membership_timeout", "lock_timeout", "leader_timeout",
-                              "max_pool_size", "use_ssl", "ca_cert", "ssl_cert", "ssl_key",
-                              "ssl_key_password", "ssl_ciphers", "ssl_check_hostname"},
+    "memcached",
+    alias="mc",
+    ttl_option="timeout",
+    tooz_options=_EXECUTOR
+    | {
+        "timeout",
+        "membership_timeout",
+        "lock_timeout",
+        "leader_timeout",
+        "max_pool_size",
+        "use_ssl",
+        "ca_cert",
+        "ssl_cert",
+        "ssl_key",
+        "ssl_key_password",
+        "ssl_ciphers",
+        "ssl_check_hostname",
+    },
     # TLS names this library accepted before it listed the ones tooz reads.
     compat_options=_OLD_EXECUTOR | {"ssl", "ssl_ca_cert", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"},
-    int_options=frozenset({"timeout", "membership_timeout", "lock_timeout", "leader_timeout",
-                           "max_pool_size"}),
+    int_options=frozenset({"timeout", "membership_timeout", "lock_timeout", "leader_timeout", "max_pool_size"}),
     stop_deletes_beat=True,
 )
 _REDIS = Profile(
-    "redis", alias="redis", ttl_option="timeout",
-    tooz_options=_EXECUTOR | {"timeout", "membership_timeout", "lock_timeout", "namespace",
-                              "db", "encoding", "retry_on_timeout", "socket_keepalive",
-                              "socket_timeout", "socket_connect_timeout", "health_check_interval",
-                              "ssl", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "sentinel",
-                              "sentinel_fallback", "sentinel_username", "sentinel_password",
-                              "sentinel_ssl"},
+    "redis",
+    alias="redis",
+    ttl_option="timeout",
+    tooz_options=_EXECUTOR
+    | {
+        "timeout",
+        "membership_timeout",
+        "lock_timeout",
+        "namespace",
+        "db",
+        "encoding",
+        "retry_on_timeout",
+        "socket_keepalive",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "health_check_interval",
+        "ssl",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_ca_certs",
+        "sentinel",
+        "sentinel_fallback",
+        "sentinel_username",
+        "sentinel_password",
+        "sentinel_ssl",
+    },
     # tooz 9.1 takes the credentials from the URL's user info, not from these.
     compat_options=_OLD_EXECUTOR | {"leader_timeout", "username", "password"},
     int_options=frozenset({"timeout", "lock_timeout", "db"}),
     stop_deletes_beat=True,
 )
 _ETCD = Profile(
-    "etcd3+http", alias="etcd", ttl_option="timeout",
-    tooz_options=_EXECUTOR | {"timeout", "membership_timeout", "lock_timeout",
-                              "ca_cert", "cert_key", "cert_cert", "api_version"},
+    "etcd3+http",
+    alias="etcd",
+    ttl_option="timeout",
+    tooz_options=_EXECUTOR
+    | {"timeout", "membership_timeout", "lock_timeout", "ca_cert", "cert_key", "cert_cert", "api_version"},
     compat_options=_OLD_EXECUTOR | {"leader_timeout"},
     int_options=frozenset({"timeout", "lock_timeout", "membership_timeout"}),
     push="etcd",
@@ -109,17 +160,24 @@ _ETCD = Profile(
 _SQL = Profile("sql+postgresql", alias="db", ttl_option="timeout")
 _CONSUL = Profile("consul", alias="consul", ttl_option="ttl", push="consul")
 
-PROFILES: dict[str, Profile] = {p.scheme: p for p in (
-    _ZOOKEEPER, dataclasses.replace(_ZOOKEEPER, scheme="kazoo"),
-    _MEMCACHED,
-    _REDIS,
-    _ETCD, dataclasses.replace(_ETCD, scheme="etcd3+https"),
-    _SQL, dataclasses.replace(_SQL, scheme="sql+mysql"),
-    dataclasses.replace(_SQL, scheme="sql+sqlite", local=True),
-    _CONSUL, dataclasses.replace(_CONSUL, scheme="consul+https"),
-    Profile("file", local=True),
-    Profile("ipc", local=True),
-)}
+PROFILES: dict[str, Profile] = {
+    p.scheme: p
+    for p in (
+        _ZOOKEEPER,
+        dataclasses.replace(_ZOOKEEPER, scheme="kazoo"),
+        _MEMCACHED,
+        _REDIS,
+        _ETCD,
+        dataclasses.replace(_ETCD, scheme="etcd3+https"),
+        _SQL,
+        dataclasses.replace(_SQL, scheme="sql+mysql"),
+        dataclasses.replace(_SQL, scheme="sql+sqlite", local=True),
+        _CONSUL,
+        dataclasses.replace(_CONSUL, scheme="consul+https"),
+        Profile("file", local=True),
+        Profile("ipc", local=True),
+    )
+}
 
 #: Driver name -> its default URL (``db``: derived from the records URL).
 DEFAULT_URLS: dict[str, str | None] = {

@@ -50,8 +50,9 @@ class Reader:
     built after its reader: see :meth:`attach`.
     """
 
-    def __init__(self, url: str, factory: backend.CoordinatorFactory, *,
-                 background: bool = True, replace_after: float = 10.0) -> None:
+    def __init__(
+        self, url: str, factory: backend.CoordinatorFactory, *, background: bool = True, replace_after: float = 10.0
+    ) -> None:
         self.url = url
         self._profile = profiles.for_url(url)
         self._factory = factory
@@ -197,8 +198,9 @@ class Reader:
         self._pushes = {}
 
 
-def read_members(coord: coordination.CoordinationDriver, group: bytes,
-                 beats: dict[bytes, float | None]) -> Mapping[bytes, Any]:
+def read_members(
+    coord: coordination.CoordinationDriver, group: bytes, beats: dict[bytes, float | None]
+) -> Mapping[bytes, Any]:
     """Members of *group* with capabilities, in as few round trips as the
     driver allows; fills *beats* where it reports heartbeat times.
 
@@ -216,8 +218,10 @@ def read_members(coord: coordination.CoordinationDriver, group: bytes,
     try:
         return coord.get_members_with_capabilities(group).get(timeout=timeout)
     except NotImplementedError:
-        return {m: coord.get_member_capabilities(group, m).get(timeout=timeout)
-                for m in coord.get_members(group).get(timeout=timeout)}
+        return {
+            m: coord.get_member_capabilities(group, m).get(timeout=timeout)
+            for m in coord.get_members(group).get(timeout=timeout)
+        }
 
 
 def _cancel_quietly(cancel: push.Cancel) -> None:

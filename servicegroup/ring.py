@@ -32,8 +32,17 @@ LOG = logging.getLogger(__name__)
 
 RebalanceCallback = Callable[[set, set], None]
 
-__all__ = ["DEFAULT_POINTS", "DEFAULT_PROBES", "MAX_WEIGHT", "WEIGHT_CAPABILITY", "EmptyRing",
-           "HashRing", "Partitioner", "RebalanceHandle", "capability_weight"]
+__all__ = [
+    "DEFAULT_POINTS",
+    "DEFAULT_PROBES",
+    "MAX_WEIGHT",
+    "WEIGHT_CAPABILITY",
+    "EmptyRing",
+    "HashRing",
+    "Partitioner",
+    "RebalanceHandle",
+    "capability_weight",
+]
 
 
 class _WatchHandle(Protocol):
@@ -310,7 +319,11 @@ class Partitioner:
             if notify:
                 LOG.debug(
                     "group %s: %d members, %s gained %d keys and lost %d",
-                    self._group, len(ring.members), self._host, len(gained), len(lost),
+                    self._group,
+                    len(ring.members),
+                    self._host,
+                    len(gained),
+                    len(lost),
                 )
                 for cb in list(self._callbacks):
                     self._call(cb, set(gained), set(lost))

@@ -90,8 +90,9 @@ def drivername(dialect: str) -> str:
     return f"{dialect}+{DEFAULT_DBAPI[dialect]}" if dialect in DEFAULT_DBAPI else dialect
 
 
-def connect_args(url: URL, connect_timeout: float = CONNECT_TIMEOUT,
-                 statement_timeout: float = STATEMENT_TIMEOUT) -> dict[str, Any]:
+def connect_args(
+    url: URL, connect_timeout: float = CONNECT_TIMEOUT, statement_timeout: float = STATEMENT_TIMEOUT
+) -> dict[str, Any]:
     """The DBAPI arguments that bound every call on *url* (see module
     docstring), minus those the URL sets itself: its own value wins."""
     dialect = url.get_backend_name()
@@ -100,21 +101,25 @@ def connect_args(url: URL, connect_timeout: float = CONNECT_TIMEOUT,
     defaults: dict[str, Any]
     if dialect == "postgresql":
         defaults = {
-            "connect_timeout": whole, "application_name": "servicegroup",
-            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+            "connect_timeout": whole,
+            "application_name": "servicegroup",
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
             "tcp_user_timeout": bound * 1000,
             "options": f"-c statement_timeout={bound * 1000}",
         }
     elif dialect in ("mysql", "mariadb"):
-        defaults = {"connect_timeout": whole, "charset": "utf8mb4",
-                    "read_timeout": bound, "write_timeout": bound}
+        defaults = {"connect_timeout": whole, "charset": "utf8mb4", "read_timeout": bound, "write_timeout": bound}
     else:
         defaults = {"timeout": bound, "check_same_thread": False}
     return {k: v for k, v in defaults.items() if k not in url.query}
 
 
-def make_engine(url: URL, *, connect_timeout: float = CONNECT_TIMEOUT,
-                statement_timeout: float = STATEMENT_TIMEOUT, **kwargs: Any) -> Engine:
+def make_engine(
+    url: URL, *, connect_timeout: float = CONNECT_TIMEOUT, statement_timeout: float = STATEMENT_TIMEOUT, **kwargs: Any
+) -> Engine:
     """An engine for *url* (already validated, DBAPI named) with the bounds,
     the SQLite hooks and fork safety; *kwargs* go to ``create_engine``
     (pool sizes, isolation level). Raises SQLAlchemy's and the DBAPI's own

@@ -21,14 +21,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import expression
 
 
-class server_epoch(expression.FunctionElement[float]):  # noqa: N801 (SQL function style)
+class server_epoch(expression.FunctionElement[float]):
     """``now`` on the database server, in seconds since the epoch."""
 
     type = types.Float()
     inherit_cache = True
 
 
-class server_utcnow(expression.FunctionElement[Any]):  # noqa: N801
+class server_utcnow(expression.FunctionElement[Any]):
     """``now`` on the database server, as naive UTC ``DATETIME``."""
 
     type = types.DateTime()

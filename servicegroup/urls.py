@@ -64,7 +64,7 @@ def _redact_url(text: str, start: int, end: int) -> str:
     head = text[start:at] if at != -1 else ""
     user, colon, _ = head.partition(":")
     userinfo = f"{user}:{MASK}@" if colon else (head + "@" if at != -1 else "")
-    rest = text[at + 1:end] if at != -1 else text[start:end]
+    rest = text[at + 1 : end] if at != -1 else text[start:end]
     return userinfo + _redact_query(rest)
 
 
@@ -101,9 +101,9 @@ def redact(text: object, url: str | None = None) -> str:
         if m.start() == 0:
             end = len(text)
         else:
-            space = re.search(r"\s", text[m.end():])
+            space = re.search(r"\s", text[m.end() :])
             end = m.end() + space.start() if space else len(text)
-        out.append(_redact_query(text[pos:m.start()]))
+        out.append(_redact_query(text[pos : m.start()]))
         out.append(m.group(0) + _redact_url(text, m.end(), end))
         pos = end
     out.append(_redact_query(text[pos:]))
@@ -124,15 +124,17 @@ def secrets(url: str | None) -> set[str]:
     if scheme:
         at = userinfo_end(url, scheme.end())
         if at != -1:
-            _, colon, password = url[scheme.end():at].partition(":")
+            _, colon, password = url[scheme.end() : at].partition(":")
             if colon:
                 found.append(password)
     found += [m.group("value") for m in _SECRET_QUERY.finditer(url) if is_secret_option(m.group("name"))]
     return {s for raw in found if raw for s in (raw, urllib.parse.unquote_plus(raw), urllib.parse.unquote(raw))}
 
 
-_ENCODE_HINT = (": a '/', '?', '#' or '@' in a user name or password, and an '@' in "
-                "an option value, must be percent-encoded (%2F, %3F, %23, %40)")
+_ENCODE_HINT = (
+    ": a '/', '?', '#' or '@' in a user name or password, and an '@' in "
+    "an option value, must be percent-encoded (%2F, %3F, %23, %40)"
+)
 
 
 def split(url: str) -> urllib.parse.SplitResult:
@@ -199,6 +201,5 @@ def check_options(url: str, allowed: Iterable[str], what: str) -> None:
     unknown = sorted(set(query_options(url)) - allowed)
     if unknown:
         raise errors.InvalidURL(
-            f"unknown option(s) {', '.join(unknown)} in {what} URL "
-            f"{redact(url)}; known: {', '.join(sorted(allowed))}"
+            f"unknown option(s) {', '.join(unknown)} in {what} URL {redact(url)}; known: {', '.join(sorted(allowed))}"
         )

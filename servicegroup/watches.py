@@ -38,8 +38,14 @@ INCARNATION = "incarnation"
 class Watch:
     """Handle returned by ``watch()``; ``cancel()`` stops it."""
 
-    def __init__(self, unwatch: Callable[[Watch], None], topic: str, on_join: WatchCallback | None,
-                 on_leave: WatchCallback | None, on_change: ChangeCallback | None = None) -> None:
+    def __init__(
+        self,
+        unwatch: Callable[[Watch], None],
+        topic: str,
+        on_join: WatchCallback | None,
+        on_leave: WatchCallback | None,
+        on_change: ChangeCallback | None = None,
+    ) -> None:
         self.topic = topic
         self.on_join = on_join
         self.on_leave = on_leave
@@ -86,8 +92,13 @@ class Dispatcher:
         self._queue.put(None)
 
 
-def queue_events(dispatcher: Dispatcher, topic: str, old: Mapping[str, Capabilities],
-                 new: Mapping[str, Capabilities], watches: Iterable[Watch]) -> None:
+def queue_events(
+    dispatcher: Dispatcher,
+    topic: str,
+    old: Mapping[str, Capabilities],
+    new: Mapping[str, Capabilities],
+    watches: Iterable[Watch],
+) -> None:
     """Queue the leaves, then the joins, between two snapshots of *topic*."""
     watches = list(watches)
     left, joined = diff(old, new)

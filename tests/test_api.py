@@ -66,8 +66,14 @@ def test_heartbeats_keep_a_service_up_past_the_ttl(make_sg, clock):
 def test_first_heartbeat_is_sent_at_once(tmp_path, server, clock):
     beat = threading.Event()
     server.on_heartbeat.append(beat.set)
-    sg = ServiceGroup(driver="mc", records_url=f"sqlite:///{tmp_path / 'r.sqlite'}", report_interval=3600,
-                      service_down_time=7200, coordinator_factory=server.factory, clock=clock)
+    sg = ServiceGroup(
+        driver="mc",
+        records_url=f"sqlite:///{tmp_path / 'r.sqlite'}",
+        report_interval=3600,
+        service_down_time=7200,
+        coordinator_factory=server.factory,
+        clock=clock,
+    )
     try:
         sg.join("host-a", "compute")
         # An hour-long interval: only an immediate first beat can arrive here.
@@ -79,8 +85,7 @@ def test_first_heartbeat_is_sent_at_once(tmp_path, server, clock):
 @pytest.mark.parametrize("interval,down", [(10, 10), (10, 5)])
 def test_service_down_time_not_above_report_interval_is_refused(tmp_path, interval, down):
     with pytest.raises(errors.ConfigError, match=r"at least 25"):
-        ServiceGroup(records_url=f"sqlite:///{tmp_path / 'r.sqlite'}",
-                     report_interval=interval, service_down_time=down)
+        ServiceGroup(records_url=f"sqlite:///{tmp_path / 'r.sqlite'}", report_interval=interval, service_down_time=down)
 
 
 def test_unknown_service_is_down_not_an_error(make_sg):
@@ -129,8 +134,11 @@ def test_watch_reports_join_and_leave_off_the_caller_thread(make_sg):
     sg = make_sg()
     seen = []
     caller = threading.current_thread()
-    sg.watch("compute", on_join=lambda t, h: seen.append(("join", h, threading.current_thread() is caller)),
-             on_leave=lambda t, h: seen.append(("leave", h, threading.current_thread() is caller)))
+    sg.watch(
+        "compute",
+        on_join=lambda t, h: seen.append(("join", h, threading.current_thread() is caller)),
+        on_leave=lambda t, h: seen.append(("leave", h, threading.current_thread() is caller)),
+    )
     sg.join("host-a", "compute")
     sg._view.refresh("compute")
     sg.leave("host-a", "compute")
@@ -143,8 +151,7 @@ def test_leave_then_rejoin_between_two_polls_is_not_lost(make_sg):
     sg = make_sg()
     seen = []
     sg.join("host-a", "compute")
-    sg.watch("compute", on_join=lambda t, h: seen.append(("join", h)),
-             on_leave=lambda t, h: seen.append(("leave", h)))
+    sg.watch("compute", on_join=lambda t, h: seen.append(("join", h)), on_leave=lambda t, h: seen.append(("leave", h)))
     sg.leave("host-a", "compute")
     sg.join("host-a", "compute")
     sg._view.refresh("compute")
@@ -248,8 +255,14 @@ def test_last_seen_is_the_backends_heartbeat_time_where_it_reports_one(clock):
     from servicegroup.membership import Members, MembershipView
 
     answers = [Members({"host-a": {}, "host-b": {}}, beats={"host-a": 1000.0}), Members({})]
-    view = MembershipView(lambda topic: answers.pop(0), max_staleness=0.5, grace=3.0, clock=clock,
-                          wall_clock=lambda: 2000.0, start_thread=False)
+    view = MembershipView(
+        lambda topic: answers.pop(0),
+        max_staleness=0.5,
+        grace=3.0,
+        clock=clock,
+        wall_clock=lambda: 2000.0,
+        start_thread=False,
+    )
     view.refresh("compute")
     assert (view.last_seen("compute", "host-a"), view.last_seen("compute", "host-b")) == (1000.0, 2000.0)
     view.refresh("compute")  # both gone: the times stay what they were
@@ -329,8 +342,15 @@ def test_a_topic_nobody_reads_any_more_stops_being_polled(clock):
         reads.append(topic)
         return {}
 
-    view = MembershipView(fetch, max_staleness=0.5, grace=3.0, clock=clock, start_thread=False,
-                          on_forget=forgotten.append, forget_after=60.0)
+    view = MembershipView(
+        fetch,
+        max_staleness=0.5,
+        grace=3.0,
+        clock=clock,
+        start_thread=False,
+        on_forget=forgotten.append,
+        forget_after=60.0,
+    )
     view.members("compute.host-9")
     view.watch("compute")
     clock.advance(61.0)

@@ -64,7 +64,10 @@ def _selected(pytester: pytest.Pytester, *args: str) -> list[str]:
 
 def test_backend_option_keeps_exactly_the_tests_marked_for_it(pytester: pytest.Pytester) -> None:
     assert _selected(pytester, "--backend", "zk") == [
-        "test_alias[zookeeper]", "test_fault[zk-True]", "test_scenario[zk]"]
+        "test_alias[zookeeper]",
+        "test_fault[zk-True]",
+        "test_scenario[zk]",
+    ]
 
 
 def test_parameter_names_and_values_select_nothing_without_the_marker(pytester: pytest.Pytester) -> None:
@@ -80,7 +83,9 @@ def test_aliases_name_the_same_backend_on_both_sides(pytester: pytest.Pytester) 
 
 def test_repeated_backend_options_add_up(pytester: pytest.Pytester) -> None:
     assert _selected(pytester, "--backend", "etcd", "--backend", "db-postgresql") == [
-        "test_one_backend", "test_scenario[db-postgresql]"]
+        "test_one_backend",
+        "test_scenario[db-postgresql]",
+    ]
 
 
 def test_without_the_option_every_test_is_kept(pytester: pytest.Pytester) -> None:
@@ -118,9 +123,26 @@ def test_the_functional_suite_selects_by_marker_alone(pytester: pytest.Pytester)
     pytester.makepyfile(report_backends=REPORTER)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pytester.path), REPO]))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         "-p", "report_backends", "--backend", "zk", os.path.join(REPO, "functional")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "report_backends",
+            "--backend",
+            "zk",
+            os.path.join(REPO, "functional"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     kept = [line for line in proc.stdout.splitlines() if line.startswith("SELECTED ")]
     dropped = [line for line in proc.stdout.splitlines() if line.startswith("DESELECTED ")]

@@ -36,8 +36,8 @@ def test_redact_masks_the_whole_password_whatever_it_contains(url, password):
         assert masked == url  # nothing to mask, and no exception on garbage
         return
     scheme, _, rest = url.partition("://")
-    user = rest[:rest.rindex("@")].partition(":")[0]
-    host = rest[rest.rindex("@") + 1:]
+    user = rest[: rest.rindex("@")].partition(":")[0]
+    host = rest[rest.rindex("@") + 1 :]
     assert masked == f"{scheme}://{user}:***@{host}"
 
 
@@ -46,10 +46,21 @@ def test_redact_keeps_the_user_name_and_host_visible():
     assert urls.redact("redis://:s3/cret@127.0.0.1:1") == "redis://:***@127.0.0.1:1"
 
 
-@pytest.mark.parametrize("option", [
-    "password", "sentinel_password", "keyfile_password", "ssl_key_password", "token",
-    "acl_token", "secret", "client_secret", "auth_data", "sentinel_username_token",
-])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "password",
+        "sentinel_password",
+        "keyfile_password",
+        "ssl_key_password",
+        "token",
+        "acl_token",
+        "secret",
+        "client_secret",
+        "auth_data",
+        "sentinel_username_token",
+    ],
+)
 def test_redact_masks_every_secret_query_option(option):
     masked = urls.redact(f"redis://127.0.0.1:6379?db=0&{option}=topsecret&timeout=3")
     assert "topsecret" not in masked
@@ -57,8 +68,11 @@ def test_redact_masks_every_secret_query_option(option):
 
 
 def test_redact_leaves_ordinary_options_and_sqlite_paths_alone():
-    for url in ("sqlite:////var/lib/a@b.sqlite", "sqlite:///x.db?timeout=3",
-                "memcached://127.0.0.1:11211?timeout=3&ssl_keyfile=/etc/k.pem"):
+    for url in (
+        "sqlite:////var/lib/a@b.sqlite",
+        "sqlite:///x.db?timeout=3",
+        "memcached://127.0.0.1:11211?timeout=3&ssl_keyfile=/etc/k.pem",
+    ):
         assert urls.redact(url) == url
 
 
@@ -99,8 +113,12 @@ def test_an_unencoded_at_in_a_records_password_is_invalid_url_without_the_passwo
 
 
 def test_servicegroup_and_settings_repr_hide_passwords_and_tokens(tmp_path):
-    sg = ServiceGroup(driver="redis", url="redis://:s3%2Fcret@127.0.0.1:1?sentinel_password=sp-99",
-                      records_url=f"sqlite:///{tmp_path / 'r.sqlite'}", background=False)
+    sg = ServiceGroup(
+        driver="redis",
+        url="redis://:s3%2Fcret@127.0.0.1:1?sentinel_password=sp-99",
+        records_url=f"sqlite:///{tmp_path / 'r.sqlite'}",
+        background=False,
+    )
     try:
         for shown in (repr(sg), repr(sg.settings)):
             assert "s3%2Fcret" not in shown and "sp-99" not in shown
@@ -115,8 +133,15 @@ def test_settings_repr_redacts_url_and_records_url():
     assert "url=None" in shown and "mysql://u:***@h/x" in shown and "report_interval=10.0" in shown
 
 
-@pytest.mark.parametrize("url", ["redis://:s3/cret@127.0.0.1:1", "redis://u:s3#cret@127.0.0.1:1",
-                                 "redis://u:s3?cret@127.0.0.1:1", "redis://u:123/x@127.0.0.1:1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3/cret@127.0.0.1:1",
+        "redis://u:s3#cret@127.0.0.1:1",
+        "redis://u:s3?cret@127.0.0.1:1",
+        "redis://u:123/x@127.0.0.1:1",
+    ],
+)
 def test_unencoded_special_characters_in_a_backend_password_are_invalid_url_without_the_password(url):
     with pytest.raises(errors.InvalidURL, match="percent-encoded") as info:
         ServiceGroup(driver=url, records_url="sqlite://", background=False)
@@ -125,6 +150,7 @@ def test_unencoded_special_characters_in_a_backend_password_are_invalid_url_with
 
 
 # -- timings -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["report_interval", "service_down_time", "max_staleness"])
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 0.001, 0, -1, 1e12, "1", True])
@@ -148,15 +174,20 @@ def test_servicegroup_refuses_nan_before_resolving_or_writing(tmp_path):
 
 # -- config files ------------------------------------------------------------
 
-@pytest.mark.parametrize("body,needle", [
-    ("[servicegroup]\nreport_interval = abc\n", "report_interval"),
-    ("[servicegroup]\nreport_interval = 0\n", "report_interval"),
-    ("[servicegroup]\nreport_interval = nan\n", "report_interval"),
-    ("[servicegroup]\nservice_down_time = inf\n", "service_down_time"),
-    ("[servicegroup]\nmax_staleness = -1\n", "max_staleness"),
-    (b"[servicegroup]\nreport_interval = \xff\xfe\n", "not UTF-8"),
-    ("no section here\n", "Failed to parse"),
-], ids=["abc", "zero", "nan", "inf", "negative", "latin-1", "not-ini"])
+
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ("[servicegroup]\nreport_interval = abc\n", "report_interval"),
+        ("[servicegroup]\nreport_interval = 0\n", "report_interval"),
+        ("[servicegroup]\nreport_interval = nan\n", "report_interval"),
+        ("[servicegroup]\nservice_down_time = inf\n", "service_down_time"),
+        ("[servicegroup]\nmax_staleness = -1\n", "max_staleness"),
+        (b"[servicegroup]\nreport_interval = \xff\xfe\n", "not UTF-8"),
+        ("no section here\n", "Failed to parse"),
+    ],
+    ids=["abc", "zero", "nan", "inf", "negative", "latin-1", "not-ini"],
+)
 def test_config_file_errors_are_config_errors_naming_the_file(tmp_path, body, needle):
     path = tmp_path / "sg.conf"
     (path.write_bytes if isinstance(body, bytes) else path.write_text)(body)
@@ -186,6 +217,7 @@ def test_from_config_names_the_option_whose_value_is_bad(tmp_path):
 
 # -- names -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [" h", "h ", " h ", "h\u00a0", "\u2003h"])
 @pytest.mark.parametrize("what", ["host", "topic"])
 def test_host_and_topic_with_edge_whitespace_are_invalid_names(what, value):
@@ -206,6 +238,7 @@ def test_join_of_a_padded_host_writes_nothing(make_sg):
 
 
 # -- driver construction -----------------------------------------------------
+
 
 def test_a_value_error_building_the_driver_is_invalid_url_naming_the_option():
     def strict(url, member_id):

@@ -17,8 +17,9 @@ def test_db_alias_drops_the_dbapi_suffix():
     assert url == "sql+postgresql://u:pw@db:5432/nova"
 
 
-@pytest.mark.parametrize("alias,scheme", [("zk", "zookeeper"), ("mc", "memcached"),
-                                           ("redis", "redis"), ("etcd", "etcd3+http")])
+@pytest.mark.parametrize(
+    "alias,scheme", [("zk", "zookeeper"), ("mc", "memcached"), ("redis", "redis"), ("etcd", "etcd3+http")]
+)
 def test_aliases_default_to_local_servers_with_the_ttl(alias, scheme):
     url = drivers.resolve(alias, None, "sqlite:///x", ttl=2.5)
     assert url.startswith(scheme + "://127.0.0.1:") and url.endswith("timeout=3")
@@ -69,33 +70,41 @@ def test_port_zero_is_invalid_url():
         drivers.resolve("redis", "redis://127.0.0.1:0", "sqlite:///x")
 
 
-@pytest.mark.parametrize("url,option", [
-    ("redis://127.0.0.1:6379?timeout=abc", "timeout"),
-    ("redis://127.0.0.1:6379?db=abc", "db"),
-    ("redis://127.0.0.1:6379?timeout=2.5", "timeout"),  # tooz does int()
-    ("redis://127.0.0.1:6379?socket_timeout=nan", "socket_timeout"),
-    ("redis://127.0.0.1:6379?timeout=", "timeout"),
-    ("memcached://127.0.0.1:11211?timeout=0", "timeout"),  # 0: keys never expire
-    ("memcached://127.0.0.1:11211?max_pool_size=-1", "max_pool_size"),
-    ("zookeeper://127.0.0.1:2181?timeout=inf", "timeout"),
-    ("etcd3+http://127.0.0.1:2379?lock_timeout=x", "lock_timeout"),
-    ("consul://127.0.0.1:8500?ttl=nan", "ttl"),
-    ("sql+sqlite:///x.db?timeout=-3", "timeout"),
-])
+@pytest.mark.parametrize(
+    "url,option",
+    [
+        ("redis://127.0.0.1:6379?timeout=abc", "timeout"),
+        ("redis://127.0.0.1:6379?db=abc", "db"),
+        ("redis://127.0.0.1:6379?timeout=2.5", "timeout"),  # tooz does int()
+        ("redis://127.0.0.1:6379?socket_timeout=nan", "socket_timeout"),
+        ("redis://127.0.0.1:6379?timeout=", "timeout"),
+        ("memcached://127.0.0.1:11211?timeout=0", "timeout"),  # 0: keys never expire
+        ("memcached://127.0.0.1:11211?max_pool_size=-1", "max_pool_size"),
+        ("zookeeper://127.0.0.1:2181?timeout=inf", "timeout"),
+        ("etcd3+http://127.0.0.1:2379?lock_timeout=x", "lock_timeout"),
+        ("consul://127.0.0.1:8500?ttl=nan", "ttl"),
+        ("sql+sqlite:///x.db?timeout=-3", "timeout"),
+    ],
+)
 def test_bad_numeric_option_is_invalid_url_naming_it_before_connecting(url, option):
     with pytest.raises(errors.InvalidURL, match=f"option {option}="):
         drivers.resolve(url, None, "sqlite:///x")
 
 
 def test_good_numeric_options_pass():
-    url = drivers.resolve("redis://127.0.0.1:6379?db=0&socket_timeout=2.5&health_check_interval=0",
-                          None, "sqlite:///x", ttl=3)
+    url = drivers.resolve(
+        "redis://127.0.0.1:6379?db=0&socket_timeout=2.5&health_check_interval=0", None, "sqlite:///x", ttl=3
+    )
     assert url.endswith("timeout=3")
 
 
 def test_memcached_accepts_the_tls_options_tooz_reads():
-    drivers.resolve("memcached://h:11211?use_ssl=true&ca_cert=/ca&ssl_cert=/c&ssl_key=/k"
-                    "&ssl_key_password=pw&ssl_ciphers=HIGH&ssl_check_hostname=true", None, "sqlite:///x")
+    drivers.resolve(
+        "memcached://h:11211?use_ssl=true&ca_cert=/ca&ssl_cert=/c&ssl_key=/k"
+        "&ssl_key_password=pw&ssl_ciphers=HIGH&ssl_check_hostname=true",
+        None,
+        "sqlite:///x",
+    )
 
 
 def test_db_alias_keeps_the_records_url_dbapi_options():

@@ -98,6 +98,7 @@ def clients() -> Iterator[Callable[..., socket.socket]]:
         sock = socket.create_connection((p.host, p.port), timeout=timeout)
         made.append(sock)
         return sock
+
     yield connect
     for sock in made:
         sock.close()
@@ -157,7 +158,8 @@ def test_hold_forwards_nothing_either_way_until_healed(proxy: FaultProxy, echo: 
 
 
 def test_drop_freezes_open_connections_and_new_connects_never_complete(
-        proxy: FaultProxy, echo: EchoServer, clients) -> None:
+    proxy: FaultProxy, echo: EchoServer, clients
+) -> None:
     old = clients(proxy)
     old.sendall(b"warm")
     assert recv_exactly(old, 4) == b"warm"
@@ -228,8 +230,7 @@ def test_reset_sends_rst_to_both_ends_and_keeps_serving(proxy: FaultProxy, echo:
     assert recv_exactly(again, 1) == b"y"
 
 
-def test_refuse_closes_the_listener_and_heal_reopens_the_same_port(
-        proxy: FaultProxy, clients) -> None:
+def test_refuse_closes_the_listener_and_heal_reopens_the_same_port(proxy: FaultProxy, clients) -> None:
     sock = clients(proxy)
     port = proxy.port
     proxy.refuse()
@@ -296,8 +297,7 @@ def test_stop_leaves_no_thread_and_no_socket(echo: EchoServer) -> None:
 
 
 def test_via_points_a_url_at_the_proxy_keeping_the_rest(proxy: FaultProxy) -> None:
-    assert proxy.via("postgresql://u:pw@10.0.0.1:5432/db?x=1") == \
-        f"postgresql://u:pw@127.0.0.1:{proxy.port}/db?x=1"
+    assert proxy.via("postgresql://u:pw@10.0.0.1:5432/db?x=1") == f"postgresql://u:pw@127.0.0.1:{proxy.port}/db?x=1"
     assert proxy.via("redis://127.0.0.1:6379") == f"redis://127.0.0.1:{proxy.port}"
 
 

@@ -49,8 +49,9 @@ def test_a_stalled_records_read_changes_no_liveness_answer(make_sg, clock):
             sg.heartbeat("host-a")
             clock.advance(1.0)
             now = clock()
-            assert _until(lambda: sg._view.snapshot("compute").fetched_at >= now), \
+            assert _until(lambda now=now: sg._view.snapshot("compute").fetched_at >= now), (
                 "the membership refresher stopped refreshing"
+            )
             assert sg.is_up(topic="compute", host="host-a")
             assert sg.get_all("compute") == ["host-a"]
         assert sg.flags_age() >= steps, "the staleness of the flags shows"
@@ -74,8 +75,7 @@ def test_flags_keep_their_last_values_and_log_once_per_outage(caplog):
             raise result
         return result
 
-    cache = FlagsCache(read, interval=1.0, on_fence_change=changed.append,
-                       clock=lambda: now[0], background=False)
+    cache = FlagsCache(read, interval=1.0, on_fence_change=changed.append, clock=lambda: now[0], background=False)
     cache.start()
     assert cache.forced_down("host-a", "compute") and cache.age() == 0.0
     changed.clear()

@@ -38,8 +38,15 @@ def test_leave_during_a_heartbeat_check_is_not_undone_by_the_heal(server):
             member.leave("b")
         return False
 
-    member = Member("fake://", "host-1", report_interval=1.0, factory=server.factory,
-                    on_event=lambda ev, t, h: events.append((ev, t)), seen=seen, background=False)
+    member = Member(
+        "fake://",
+        "host-1",
+        report_interval=1.0,
+        factory=server.factory,
+        on_event=lambda ev, t, h: events.append((ev, t)),
+        seen=seen,
+        background=False,
+    )
     member.join("a")
     member.join("b")
     member.beat()
@@ -116,8 +123,7 @@ def test_an_older_read_never_replaces_a_newer_one(clock):
 
     view = MembershipView(fetch, max_staleness=0.5, grace=3.0, clock=clock, start_thread=False)
     events = []
-    view.watch("t", on_join=lambda t, h: events.append(("join", h)),
-               on_leave=lambda t, h: events.append(("leave", h)))
+    view.watch("t", on_join=lambda t, h: events.append(("join", h)), on_leave=lambda t, h: events.append(("leave", h)))
     view.refresh("t")
     view.dispatcher.drain()
     assert sorted(view.members("t")) == ["h1", "h2"]
@@ -205,7 +211,15 @@ def test_a_real_fork_while_parent_threads_hold_every_lock_does_not_deadlock_the_
     sg = make_sg()
     sg.join("host-a", "compute")
     member = sg._members["host-a"]
-    locks = [sg._lock, sg._flags._lock, sg._reader._lock, member._lock, member._ops, sg._view._lock, sg._view.dispatcher._lock]
+    locks = [
+        sg._lock,
+        sg._flags._lock,
+        sg._reader._lock,
+        member._lock,
+        member._ops,
+        sg._view._lock,
+        sg._view.dispatcher._lock,
+    ]
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:

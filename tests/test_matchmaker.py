@@ -31,9 +31,16 @@ class World:
         self.made: list[ServiceGroup] = []
 
     def sg(self) -> ServiceGroup:
-        sg = ServiceGroup(driver="mc", records_url=self.records_url, report_interval=1.0,
-                          service_down_time=TTL, max_staleness=STALENESS,
-                          coordinator_factory=self.server.factory, clock=self.clock, background=False)
+        sg = ServiceGroup(
+            driver="mc",
+            records_url=self.records_url,
+            report_interval=1.0,
+            service_down_time=TTL,
+            max_staleness=STALENESS,
+            coordinator_factory=self.server.factory,
+            clock=self.clock,
+            background=False,
+        )
         self.made.append(sg)
         return sg
 
@@ -126,8 +133,9 @@ def test_same_key_goes_to_the_same_host_and_only_the_dead_hosts_keys_move(world,
 def test_keyed_answers_agree_across_processes(world, services, sender):
     register(services, "compute", "host-a", "host-b", "host-c")
     other = MatchMaker(world.sg())
-    assert [sender.get_host("compute", key=k) for k in KEYS[:200]] == \
-        [other.get_host("compute", key=k) for k in KEYS[:200]]
+    assert [sender.get_host("compute", key=k) for k in KEYS[:200]] == [
+        other.get_host("compute", key=k) for k in KEYS[:200]
+    ]
 
 
 def test_without_a_key_hosts_are_used_in_turn(services, sender):

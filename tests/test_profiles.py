@@ -33,8 +33,7 @@ def _names_read(source: str) -> set[str]:
 
 def tooz_reads(scheme: str) -> set[str]:
     """The URL options the installed tooz's driver for *scheme* reads."""
-    (ep,) = [ep for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE)
-             if ep.name == scheme]
+    (ep,) = [ep for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE) if ep.name == scheme]
     module_name, _, class_name = ep.value.partition(":")
     module = importlib.import_module(module_name)
     driver = getattr(module, class_name)
@@ -69,8 +68,17 @@ def test_compatibility_names_are_only_names_tooz_ignores(scheme: str) -> None:
     reading belongs in ``tooz_options`` instead."""
     profile = profiles.for_scheme(scheme)
     assert profile.compat_options.isdisjoint(tooz_reads(scheme))
-    assert profile.compat_options <= {"max_workers", "leader_timeout", "username", "password",
-                                      "ssl", "ssl_ca_cert", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"}
+    assert profile.compat_options <= {
+        "max_workers",
+        "leader_timeout",
+        "username",
+        "password",
+        "ssl",
+        "ssl_ca_cert",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_cert_reqs",
+    }
 
 
 @pytest.mark.parametrize("scheme", TOOZ_SCHEMES)

@@ -88,8 +88,9 @@ def test_poke_refreshes_only_the_topic_it_names(clock):
     """poke(topic) ignored its topic and re-read every topic: one busy
     topic's pushes cost a read of every other topic the process follows."""
     fetched: list[str] = []
-    view = MembershipView(lambda topic: fetched.append(topic) or {}, max_staleness=0.5, grace=3.0,
-                          clock=clock, start_thread=False)
+    view = MembershipView(
+        lambda topic: fetched.append(topic) or {}, max_staleness=0.5, grace=3.0, clock=clock, start_thread=False
+    )
     for topic in ("a", "b", "c"):
         view.members(topic)
     fetched.clear()

@@ -186,8 +186,13 @@ class FakeGroups:
     def members(self, topic: str) -> dict[str, dict]:
         return {h: c for h, c in self.groups.get(topic, {}).items() if (topic, h) not in self.fenced}
 
-    def watch(self, topic: str, on_join: Callable | None = None, on_leave: Callable | None = None,
-              on_change: Callable | None = None):
+    def watch(
+        self,
+        topic: str,
+        on_join: Callable | None = None,
+        on_leave: Callable | None = None,
+        on_change: Callable | None = None,
+    ):
         entry = (topic, on_join, on_leave, on_change)
         self.watchers.append(entry)
         fake = self
@@ -277,7 +282,7 @@ def test_fleet_join_moves_about_one_nth_all_to_the_joiner() -> None:
     before = {h: set(s) for h, s in mine.items()}
     newcomer = Partitioner(sg, "fleet", host="worker-5", keys=IDS)
     got: list[tuple[set, set]] = []
-    newcomer.on_rebalance(lambda g, l: got.append((g, l)))
+    newcomer.on_rebalance(lambda gained, lost: got.append((gained, lost)))
     sg.join("fleet", "worker-5")
     lost_total = set().union(*(calls[h][-1][1] for h in before))
     assert got and got[0][0] == lost_total and not got[0][1]
@@ -291,7 +296,7 @@ def test_no_callback_when_an_event_changes_nothing() -> None:
     sg.groups["g"] = {"a": {}, "b": {}}
     p = Partitioner(sg, "g", host="a", keys=IDS[:100])
     seen: list = []
-    p.on_rebalance(lambda g, l: seen.append((g, l)))
+    p.on_rebalance(lambda gained, lost: seen.append((gained, lost)))
     for _, _, _, on_change in sg.watchers:
         on_change("g")  # duplicate/merged event: the view did not change
     assert seen == []
@@ -351,7 +356,7 @@ def test_callback_errors_are_contained_and_stop_cancels_the_watch() -> None:
         raise RuntimeError("user bug")
 
     p.on_rebalance(boom)
-    handle = p.on_rebalance(lambda g, l: seen.append(len(g)))
+    handle = p.on_rebalance(lambda gained, lost: seen.append(len(gained)))
     sg.join("g", "a")
     assert seen == [100]
     handle.cancel()
@@ -368,7 +373,7 @@ def test_set_keys_recomputes_owned_without_a_callback() -> None:
     sg.groups["g"] = {"a": {}, "b": {}}
     p = Partitioner(sg, "g", host="a")
     seen: list = []
-    p.on_rebalance(lambda g, l: seen.append(1))
+    p.on_rebalance(lambda gained, lost: seen.append(1))
     p.set_keys(IDS[:1000])
     assert p.owned() == {k for k in IDS[:1000] if p.owner(k) == "a"}
     assert seen == []
@@ -410,7 +415,7 @@ def test_host_joined_after_the_partitioner_gets_its_keys_in_a_callback() -> None
     sg.groups["g"] = {"b": {}}
     p = Partitioner(sg, "g", keys=IDS[:1000])
     seen: list[tuple[set, set]] = []
-    p.on_rebalance(lambda g, l: seen.append((g, l)), initial=True)
+    p.on_rebalance(lambda gained, lost: seen.append((gained, lost)), initial=True)
     assert seen == [(set(), set())] and p.host is None
     sg.joined = ["a"]
     assert p.owns("k") is False  # "a" is not live yet; nothing is stored by a lookup

@@ -96,7 +96,7 @@ def test_heartbeat_is_one_update_of_one_row_whatever_the_groups(coord: sql.SQLDr
 def test_heartbeat_takes_its_timestamps_from_the_server_clock(coord: sql.SQLDriver) -> None:
     stmts = watch(coord)
     coord.heartbeat()
-    (statement, params), = stmts.data
+    ((statement, params),) = stmts.data
     assert "julianday('now')" in statement  # sqltime.server_epoch on SQLite
     # No client timestamp travels as a parameter: only the session id and TTL.
     now = time.time()
@@ -122,9 +122,7 @@ def test_client_clock_skew_does_not_change_liveness(coord: sql.SQLDriver) -> Non
             assert coord.get_members(b"g").get() == {b"host-1"}
 
 
-def test_member_disappears_when_its_session_expires_on_the_server_clock(
-    url: str, coord: sql.SQLDriver
-) -> None:
+def test_member_disappears_when_its_session_expires_on_the_server_clock(url: str, coord: sql.SQLDriver) -> None:
     other = coordination.get_coordinator(url, b"host-2")
     other.start()
     coord.create_group(b"g").get()
@@ -208,8 +206,16 @@ def test_join_refuses_a_live_duplicate_but_replaces_a_dead_one(url: str, coord: 
         lambda c: c.get_lock(b""),
         lambda c: c.get_lock(b"\xff"),
     ],
-    ids=["empty", "oversized", "not-utf8", "delete-empty", "members-not-utf8",
-         "member-info-empty-member", "lock-empty", "lock-not-utf8"],
+    ids=[
+        "empty",
+        "oversized",
+        "not-utf8",
+        "delete-empty",
+        "members-not-utf8",
+        "member-info-empty-member",
+        "lock-empty",
+        "lock-not-utf8",
+    ],
 )
 def test_invalid_ids_are_refused_before_any_statement(coord: sql.SQLDriver, call: Any) -> None:
     stmts = watch(coord)
@@ -301,8 +307,7 @@ def test_reaping_deletes_expired_sessions_and_their_rows(url: str, coord: sql.SQ
     with coord._db.engine.connect() as conn:
         for table in (t.sessions, t.members, t.locks):
             rows = conn.execute(
-                sa.select(sa.func.count()).select_from(table)
-                .where(table.c.session_id == dead._session_id)
+                sa.select(sa.func.count()).select_from(table).where(table.c.session_id == dead._session_id)
             ).scalar()
             assert rows == 0, table.name
 
@@ -370,11 +375,11 @@ def test_dbapi_options_reach_the_liveness_engine_and_ours_do_not() -> None:
     """sslmode & co. must apply to liveness connections as they do to the
     records database: dropping them silently would, say, skip TLS."""
     c = coordination.get_coordinator(
-        "sql+postgresql://u:pw@db.example:5432/nova?sslmode=require&timeout=5&table_prefix=t_", b"m1")
+        "sql+postgresql://u:pw@db.example:5432/nova?sslmode=require&timeout=5&table_prefix=t_", b"m1"
+    )
     assert dict(c._db.url.query) == {"sslmode": "require"}
     m = coordination.get_coordinator("sql+mysql://root@h/db?charset=latin1", b"m1")
-    assert "charset" not in m._db.server_connect_args(), \
-        "the URL's charset wins over our default"
+    assert "charset" not in m._db.server_connect_args(), "the URL's charset wins over our default"
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])

@@ -58,8 +58,9 @@ class ServiceGroupApp(cliff_app.App):
             deferred_help=True,
         )
 
-    def build_option_parser(self, description: str | None, version: str | None,
-                            argparse_kwargs: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    def build_option_parser(
+        self, description: str | None, version: str | None, argparse_kwargs: dict[str, Any] | None = None
+    ) -> argparse.ArgumentParser:
         # No abbreviations: the global parser sees the whole command line,
         # and "--c" must not be read as --config-file when it means a
         # command's --count (the command's own parser resolves it).

@@ -63,15 +63,12 @@ def run(settings: Settings, topic: str, n: int, calls: int) -> int:
         group = topic.encode()
         slow_calls = max(1, min(calls, 200))
         try:
-            direct = _per_call(
-                lambda i: hosts[i % n].encode() in raw.get_members(group).get(), slow_calls
-            )
+            direct = _per_call(lambda i: hosts[i % n].encode() in raw.get_members(group).get(), slow_calls)
         finally:
             raw.stop()
         rows = [
             {"method": "ServiceGroup.is_up (cached view)", "us_per_call": cached * 1e6, "calls": calls},
-            {"method": "raw tooz get_members per call (nova-style)", "us_per_call": direct * 1e6,
-             "calls": slow_calls},
+            {"method": "raw tooz get_members per call (nova-style)", "us_per_call": direct * 1e6, "calls": slow_calls},
         ]
         print(f"backend: {backend.where(sg.url)}; {n} live hosts in {topic!r}")
         print(f"{'method':<46} {'us/call':>12} {'calls':>7}")
@@ -100,5 +97,4 @@ def _remove(sg: ServiceGroup, topic: str, hosts: list[str]) -> None:
         except errors.ServiceGroupError:
             failed += 1
     if failed:
-        print(f"servicegroup bench: could not remove {failed} bench record(s) of topic {topic!r}",
-              file=sys.stderr)
+        print(f"servicegroup bench: could not remove {failed} bench record(s) of topic {topic!r}", file=sys.stderr)

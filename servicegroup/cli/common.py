@@ -80,6 +80,7 @@ def seconds(text: str) -> float:
 
 def count(minimum: int) -> Callable[[str], int]:
     """argparse type: a whole number >= *minimum*."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -101,16 +102,19 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 def one_line_errors(parser: argparse.ArgumentParser) -> None:
     """Make *parser*'s usage errors one line (the usage is ``--help``'s), like
     every other error of the CLI; exit code 2, as argparse's."""
+
     def error(message: str) -> NoReturn:
         parser.exit(EXIT_ERROR, f"{parser.prog}: error: {message} (see --help)\n")
 
     parser.error = error  # type: ignore[method-assign]
 
 
-def settings_from(args: argparse.Namespace, app_args: argparse.Namespace | None = None,
-                  **defaults: Any) -> sg_conf.Settings:
+def settings_from(
+    args: argparse.Namespace, app_args: argparse.Namespace | None = None, **defaults: Any
+) -> sg_conf.Settings:
     """Settings of a command: its flags, else the application's flags (given
     before the command name), else the config file, else *defaults*."""
+
     def flag(name: str) -> Any:
         value = getattr(args, name, None)
         if value is None and app_args is not None:

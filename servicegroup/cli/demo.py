@@ -51,8 +51,10 @@ class Demo(GroupCommand):
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         workdir = tempfile.mkdtemp(prefix="servicegroup-demo-")
         settings = self.settings(
-            parsed_args, records_url=f"sqlite:///{os.path.join(workdir, 'demo.sqlite')}",
-            report_interval=DEMO_REPORT_INTERVAL, service_down_time=DEMO_DOWN_TIME,
+            parsed_args,
+            records_url=f"sqlite:///{os.path.join(workdir, 'demo.sqlite')}",
+            report_interval=DEMO_REPORT_INTERVAL,
+            service_down_time=DEMO_DOWN_TIME,
             max_staleness=DEMO_STALENESS,
         )
         return run(settings, parsed_args.topic, parsed_args.members)
@@ -60,18 +62,35 @@ class Demo(GroupCommand):
 
 def run(settings: Settings, topic: str, members: int) -> int:
     hosts = [f"{topic}-{i}" for i in range(1, members + 1)]
-    print(f"records: {redact(settings.records_url)}\nliveness: driver={settings.driver}, report_interval="
-          f"{settings.report_interval:g}s, service_down_time={settings.service_down_time:g}s\n")
+    print(
+        f"records: {redact(settings.records_url)}\nliveness: driver={settings.driver}, report_interval="
+        f"{settings.report_interval:g}s, service_down_time={settings.service_down_time:g}s\n"
+    )
 
     sg = open_group(settings, create=True)  # creates the schema before members race for it
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for host in hosts:
-            cmd = [sys.executable, "-m", "servicegroup", "join", "--host", host, "--topic", topic,
-                   "--binary", f"demo-{topic}", "--driver", settings.driver,
-                   "--records-url", settings.records_url,
-                   "--report-interval", str(settings.report_interval),
-                   "--service-down-time", str(settings.service_down_time)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "servicegroup",
+                "join",
+                "--host",
+                host,
+                "--topic",
+                topic,
+                "--binary",
+                f"demo-{topic}",
+                "--driver",
+                settings.driver,
+                "--records-url",
+                settings.records_url,
+                "--report-interval",
+                str(settings.report_interval),
+                "--service-down-time",
+                str(settings.service_down_time),
+            ]
             if settings.url:
                 cmd += ["--url", settings.url]
             procs[host] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)

@@ -65,6 +65,7 @@ class Watch(GroupCommand):
                 seen[0] += 1
                 if parsed_args.count and seen[0] >= parsed_args.count:
                     done.set()
+
             return cb
 
         with self.open_group(parsed_args) as sg:

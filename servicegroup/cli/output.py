@@ -19,8 +19,7 @@ from cliff.formatters.table import TableFormatter
 if TYPE_CHECKING:
     from servicegroup.records import Service
 
-COLUMNS = ("ID", "Binary", "Host", "Topic", "Status", "State", "Updated At",
-           "Forced Down", "Disabled Reason")
+COLUMNS = ("ID", "Binary", "Host", "Topic", "Status", "State", "Updated At", "Forced Down", "Disabled Reason")
 
 #: Formatters whose rows are read by programs: snake_case keys.
 MACHINE_FORMATS = frozenset({"json", "yaml"})

@@ -59,8 +59,9 @@ class ServiceList(GroupCommand, Lister):
             )
         return output.COLUMNS, output.rows(services, unknown)
 
-    def produce_output(self, parsed_args: argparse.Namespace, column_names: Sequence[str],
-                       data: Iterable[Sequence[Any]]) -> int:
+    def produce_output(
+        self, parsed_args: argparse.Namespace, column_names: Sequence[str], data: Iterable[Sequence[Any]]
+    ) -> int:
         if parsed_args.formatter in output.MACHINE_FORMATS:
             column_names, data = output.machine_readable(column_names, data)
         return super().produce_output(parsed_args, column_names, data)

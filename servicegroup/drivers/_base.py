@@ -111,9 +111,7 @@ def translate(
         raise into(describe(exc)) from exc
 
 
-def parse_float_option(
-    options: dict[str, Any], name: str, default: float, minimum: float = 0.0
-) -> float:
+def parse_float_option(options: dict[str, Any], name: str, default: float, minimum: float = 0.0) -> float:
     """Read a numeric URL option, refusing garbage with a tooz error naming it."""
     raw = options.get(name, default)
     if isinstance(raw, list):

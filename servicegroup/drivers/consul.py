@@ -58,14 +58,23 @@ from servicegroup.drivers import _base
 from servicegroup.drivers import consul_catalog
 from servicegroup.drivers.consul_api import CatalogReadOnly, ConsulAPI, SessionGone
 from servicegroup.drivers.consul_api import (  # the typed errors, re-exported
-    CatalogNotJoined, ConsulAccessDenied, ConsulServerError, ConsulUnreachable, SessionTTLOutOfRange,
+    CatalogNotJoined,
+    ConsulAccessDenied,
+    ConsulServerError,
+    ConsulUnreachable,
+    SessionTTLOutOfRange,
 )
 from servicegroup.drivers.consul_kv import LOCKS, KVGroups, check_namespace, enc
 from servicegroup.drivers.consul_lock import ConsulLock
 
 __all__ = [
-    "CatalogNotJoined", "CatalogReadOnly", "ConsulAccessDenied", "ConsulDriver", "ConsulServerError",
-    "ConsulUnreachable", "SessionTTLOutOfRange",
+    "CatalogNotJoined",
+    "CatalogReadOnly",
+    "ConsulAccessDenied",
+    "ConsulDriver",
+    "ConsulServerError",
+    "ConsulUnreachable",
+    "SessionTTLOutOfRange",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -82,10 +91,21 @@ def _opt(options: dict[str, Any], name: str) -> str | None:
 class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
     """The tooz driver (see module docstring). Answers synchronously."""
 
-    URL_OPTIONS: frozenset[str] = frozenset({
-        "ttl", "timeout", "token", "namespace", "mode", "catalog_member",
-        "ca_file", "cert_file", "key_file", "verify", "connect_timeout",
-    })
+    URL_OPTIONS: frozenset[str] = frozenset(
+        {
+            "ttl",
+            "timeout",
+            "token",
+            "namespace",
+            "mode",
+            "catalog_member",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "verify",
+            "connect_timeout",
+        }
+    )
     DEFAULT_TTL = 30.0
     CHARACTERISTICS = (
         coordination.Characteristics.DISTRIBUTED_ACROSS_THREADS,
@@ -101,7 +121,8 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         if unknown:
             raise _base.InvalidOption(
                 f"unknown option(s) {', '.join(unknown)} for the Consul backend; "
-                f"known: {', '.join(sorted(self.URL_OPTIONS))}")
+                f"known: {', '.join(sorted(self.URL_OPTIONS))}"
+            )
         self._member_raw = _base.to_id(member_id)
         self.member_label = self._member_raw.decode("utf-8")
         self.ttl = self._parse_ttl(options)
@@ -129,7 +150,12 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         cert_file, key_file = _opt(options, "cert_file"), _opt(options, "key_file")
         cert = (cert_file, key_file) if cert_file and key_file else cert_file
         self._api = ConsulAPI(
-            host, port, scheme, token=_opt(options, "token"), verify=verify, cert=cert,
+            host,
+            port,
+            scheme,
+            token=_opt(options, "token"),
+            verify=verify,
+            cert=cert,
             connect_timeout=_base.parse_float_option(options, "connect_timeout", 5.0, minimum=0.1),
         )
         self.where = self._api.where
@@ -148,7 +174,8 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         self._groups: KVGroups | consul_catalog.CatalogGroups
         if self.mode == "catalog":
             self._groups = consul_catalog.CatalogGroups(
-                self._api, _opt(options, "catalog_member") or "id", self._member_raw)
+                self._api, _opt(options, "catalog_member") or "id", self._member_raw
+            )
         else:
             self._groups = KVGroups(self)
 
@@ -159,7 +186,8 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
             raise _base.InvalidOption(
                 f"options ttl={ttl} and timeout={timeout} are one setting (timeout is tooz's "
                 "name for ttl); set only one (servicegroup adds ttl=<service_down_time> "
-                "when the URL has none)")
+                "when the URL has none)"
+            )
         name = "ttl" if ttl is not None else "timeout"
         value = _base.parse_float_option(options, name, ConsulDriver.DEFAULT_TTL, minimum=0.001)
         if value > 2 * 86400:
@@ -173,9 +201,11 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
 
     def _new_session(self) -> str:
         return self._api.session_create(
-            self.session_ttl, f"servicegroup:{self.member_label}",
+            self.session_ttl,
+            f"servicegroup:{self.member_label}",
             f"ttl={self.ttl:g}s (a {self.session_ttl:g}s session TTL: Consul invalidates a "
-            f"session 2x its TTL after its last renewal, so the session TTL is ttl/2)")
+            f"session 2x its TTL after its last renewal, so the session TTL is ttl/2)",
+        )
 
     def _ensure_session(self) -> str:
         with self._session_mutex:
@@ -200,8 +230,7 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
             try:
                 self._api.session_destroy(sid)  # deletes our keys at once
             except tooz.ToozError as exc:
-                LOG.warning("could not destroy Consul session on %s (it expires by TTL): %s",
-                            self.where, exc)
+                LOG.warning("could not destroy Consul session on %s (it expires by TTL): %s", self.where, exc)
 
     def heartbeat(self) -> float:
         """Renew the session (one PUT); replace it and re-join if Consul lost
@@ -238,9 +267,12 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
 
     def _recover_session(self) -> None:
         """Replace a lost session and re-join (caller holds ``_session_mutex``)."""
-        LOG.warning("Consul session of %s on %s was lost (expired); creating a new one "
-                    "and re-joining %d group(s)", self.member_label, self.where,
-                    len(self._joined_groups))
+        LOG.warning(
+            "Consul session of %s on %s was lost (expired); creating a new one and re-joining %d group(s)",
+            self.member_label,
+            self.where,
+            len(self._joined_groups),
+        )
         with self._locks_mutex:
             self._held_locks.clear()  # they died with the session
         self._leading.clear()
@@ -275,8 +307,7 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
     def get_groups(self) -> _base.SyncResult[list[bytes]]:
         return _base.SyncResult.of(self._groups.groups)
 
-    def join_group(self, group_id: bytes, capabilities: Capabilities | None = None
-                   ) -> _base.SyncResult[None]:
+    def join_group(self, group_id: bytes, capabilities: Capabilities | None = None) -> _base.SyncResult[None]:
         def join() -> None:
             gid = _base.to_id(group_id, "group id")
             if gid in self._joined_groups:
@@ -284,6 +315,7 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
             self._groups.join(gid, capabilities)  # type: ignore[union-attr]
             self._capabilities[gid] = capabilities
             self._joined_groups.add(gid)
+
         return _base.SyncResult.of(join)
 
     def join_group_create(self, group_id: bytes, capabilities: Capabilities | None = None) -> None:
@@ -308,29 +340,27 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
             finally:
                 self._joined_groups.discard(gid)
                 self._capabilities.pop(gid, None)
+
         return _base.SyncResult.of(leave)
 
     def get_members(self, group_id: bytes) -> _base.SyncResult[set[bytes]]:
         return _base.SyncResult.of(lambda: set(self._members(group_id)))
 
-    def get_members_with_capabilities(self, group_id: bytes
-                                      ) -> _base.SyncResult[dict[bytes, Capabilities | None]]:
-        return _base.SyncResult.of(
-            lambda: {m: info["capabilities"] for m, info in self._members(group_id).items()})
+    def get_members_with_capabilities(self, group_id: bytes) -> _base.SyncResult[dict[bytes, Capabilities | None]]:
+        return _base.SyncResult.of(lambda: {m: info["capabilities"] for m, info in self._members(group_id).items()})
 
-    def get_member_capabilities(self, group_id: bytes, member_id: bytes
-                                ) -> _base.SyncResult[Capabilities | None]:
+    def get_member_capabilities(self, group_id: bytes, member_id: bytes) -> _base.SyncResult[Capabilities | None]:
         return _base.SyncResult.of(lambda: self._member(group_id, member_id)["capabilities"])
 
     def get_member_info(self, group_id: bytes, member_id: bytes) -> _base.SyncResult[dict[str, Any]]:
         return _base.SyncResult.of(lambda: self._member(group_id, member_id))
 
-    def update_capabilities(self, group_id: bytes, capabilities: Capabilities
-                            ) -> _base.SyncResult[None]:
+    def update_capabilities(self, group_id: bytes, capabilities: Capabilities) -> _base.SyncResult[None]:
         def update() -> None:
             gid = _base.to_id(group_id, "group id")
             self._groups.update(gid, capabilities)  # type: ignore[union-attr]
             self._capabilities[gid] = capabilities
+
         return _base.SyncResult.of(update)
 
     def _members(self, group_id: bytes) -> dict[bytes, dict[str, Any]]:
@@ -373,6 +403,7 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
 
         def block(gid: bytes) -> bool:
             return self._groups.block(gid, self._indexes[gid], wait) != self._indexes[gid]
+
         if len(groups) == 1:
             return block(groups[0])
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(groups))
@@ -380,15 +411,15 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
             pending = {pool.submit(block, g) for g in groups}
             while pending:
                 done, pending = concurrent.futures.wait(
-                    pending, timeout=timeout + 1, return_when=concurrent.futures.FIRST_COMPLETED)
+                    pending, timeout=timeout + 1, return_when=concurrent.futures.FIRST_COMPLETED
+                )
                 if not done or any(f.result() for f in done):
                     return bool(done)
             return False
         finally:
             pool.shutdown(wait=False)  # the others end on their own wait
 
-    def subscribe(self, group_id: bytes, poke: Callable[[], None],
-                  wait: float = 30.0) -> Callable[[], None]:
+    def subscribe(self, group_id: bytes, poke: Callable[[], None], wait: float = 30.0) -> Callable[[], None]:
         """Call *poke* (from a daemon thread) whenever *group_id*'s members
         may have changed, using one long blocking query at a time; returns a
         function that stops it (the thread ends with its current query).

@@ -114,7 +114,11 @@ class ConsulAPI:
     ) -> None:
         self.where = f"{host}:{port}"
         self.client = consul.Consul(
-            host=host, port=port, scheme=scheme, verify=verify, cert=cert,
+            host=host,
+            port=port,
+            scheme=scheme,
+            verify=verify,
+            cert=cert,
             connections_timeout=connect_timeout,
         )
         if token:
@@ -144,18 +148,14 @@ class ConsulAPI:
         except consul_exc.ACLPermissionDenied as exc:
             self._denied(doing, str(exc), exc)
         except consul_exc.ConsulException as exc:
-            raise ConsulServerError(
-                f"Consul agent {self.where} failed while {doing}: {_short(exc)}"
-            ) from exc
+            raise ConsulServerError(f"Consul agent {self.where} failed while {doing}: {_short(exc)}") from exc
 
     def _denied(self, doing: str, body: str, exc: BaseException) -> NoReturn:
         if "ACL not found" in body:
             why = "the ACL token is not known to Consul (ACL not found)"
         else:
             why = f"the ACL token lacks a permission ({_short(body)})"
-        raise ConsulAccessDenied(
-            f"Consul agent {self.where} refused {doing}: {why}; check the token option"
-        ) from exc
+        raise ConsulAccessDenied(f"Consul agent {self.where} refused {doing}: {why}; check the token option") from exc
 
     # -- sessions ---------------------------------------------------------
 
@@ -170,8 +170,7 @@ class ConsulAPI:
         def answer(resp: Any) -> str:
             if resp.code in (400, 500) and "TTL" in resp.body:
                 bounds = _BOUNDS.search(resp.body)
-                allowed = (f"the agent allows {bounds.group(1)} to {bounds.group(2)}"
-                           if bounds else _short(resp.body))
+                allowed = f"the agent allows {bounds.group(1)} to {bounds.group(2)}" if bounds else _short(resp.body)
                 raise SessionTTLOutOfRange(
                     f"Consul agent {self.where} refused {what_ttl}: {allowed} "
                     f"(its session_ttl_min; Consul's default floor is 10s)"
@@ -179,8 +178,7 @@ class ConsulAPI:
             return str(consul_callback.CB.json(is_id=True)(resp))
 
         with self.errors("creating a session"):
-            return self.client.http.put(answer, "/v1/session/create", data=body,
-                                        headers=self.client.prepare_headers())
+            return self.client.http.put(answer, "/v1/session/create", data=body, headers=self.client.prepare_headers())
 
     def session_renew(self, session_id: str) -> bool:
         """Renew; ``False`` when Consul no longer knows the session (404)."""
@@ -197,28 +195,49 @@ class ConsulAPI:
 
     # -- KV ---------------------------------------------------------------
 
-    def kv_get(self, key: str, *, recurse: bool = False, keys: bool = False,
-               separator: str | None = None, index: str | None = None,
-               wait: str | None = None, doing: str | None = None) -> tuple[str, Any]:
+    def kv_get(
+        self,
+        key: str,
+        *,
+        recurse: bool = False,
+        keys: bool = False,
+        separator: str | None = None,
+        index: str | None = None,
+        wait: str | None = None,
+        doing: str | None = None,
+    ) -> tuple[str, Any]:
         """GET a key or prefix: ``(index, data)``; data is ``None`` on 404.
         ``consistent`` unless it is a blocking query (module docstring)."""
         with self.errors(doing or f"reading {key!r}"):
-            return self.client.kv.get(key, recurse=recurse, keys=keys, separator=separator,
-                                      index=index, wait=wait,
-                                      consistency=None if index else "consistent")
+            return self.client.kv.get(
+                key,
+                recurse=recurse,
+                keys=keys,
+                separator=separator,
+                index=index,
+                wait=wait,
+                consistency=None if index else "consistent",
+            )
 
-    def kv_put(self, key: str, value: bytes | str | None, *, cas: int | None = None,
-               acquire: str | None = None, release: str | None = None) -> bool:
+    def kv_put(
+        self,
+        key: str,
+        value: bytes | str | None,
+        *,
+        cas: int | None = None,
+        acquire: str | None = None,
+        release: str | None = None,
+    ) -> bool:
         """PUT; raises :class:`SessionGone` when *acquire* names a session
         Consul no longer knows."""
         with self.errors(f"writing {key!r}"):
             try:
-                return bool(self.client.kv.put(key, value, cas=cas, acquire=acquire,
-                                               release=release))
+                return bool(self.client.kv.put(key, value, cas=cas, acquire=acquire, release=release))
             except consul_exc.ConsulException as exc:
                 if acquire and _INVALID_SESSION.match(str(exc)):
-                    raise SessionGone(f"Consul agent {self.where} no longer knows the session "
-                                      f"while acquiring {key!r} (it expired)") from exc
+                    raise SessionGone(
+                        f"Consul agent {self.where} no longer knows the session while acquiring {key!r} (it expired)"
+                    ) from exc
                 raise
 
     def kv_delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
@@ -227,8 +246,9 @@ class ConsulAPI:
 
     # -- catalog ----------------------------------------------------------
 
-    def health_service(self, name: str, index: str | None = None,
-                       wait: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    def health_service(
+        self, name: str, index: str | None = None, wait: str | None = None
+    ) -> tuple[str, list[dict[str, Any]]]:
         """Every instance of service *name* with its checks (passing or not)."""
         # Raw call: py-consul's health.service takes no consistency mode.
         params = [("index", index)] if index else [("consistent", "1")]
@@ -236,19 +256,21 @@ class ConsulAPI:
             params.append(("wait", wait))
         with self.errors(f"reading the health of service {name!r}"):
             idx, entries = self.client.http.get(
-                consul_callback.CB.json(index=True), f"/v1/health/service/{name}",
-                params=params, headers=self.client.prepare_headers())
+                consul_callback.CB.json(index=True),
+                f"/v1/health/service/{name}",
+                params=params,
+                headers=self.client.prepare_headers(),
+            )
             return idx, list(entries or [])
 
-    def catalog_services(self, index: str | None = None,
-                         wait: str | None = None) -> tuple[str, dict[str, list[str]]]:
+    def catalog_services(self, index: str | None = None, wait: str | None = None) -> tuple[str, dict[str, list[str]]]:
         with self.errors("listing catalog services"):
             idx, services = self.client.catalog.services(
-                index=index, wait=wait, consistency=None if index else "consistent")
+                index=index, wait=wait, consistency=None if index else "consistent"
+            )
             return idx, dict(services or {})
 
 
 def _short(exc: BaseException | str, limit: int = 200) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-

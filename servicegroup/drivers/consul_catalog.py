@@ -42,9 +42,11 @@ class CatalogGroups:
 
     @staticmethod
     def _why(what: str) -> str:
-        return (f"{what} is not available in Consul catalog mode: services are registered with "
-                "Consul by operators and Consul's health checks decide who is live; use "
-                "mode=registered for members written by this library")
+        return (
+            f"{what} is not available in Consul catalog mode: services are registered with "
+            "Consul by operators and Consul's health checks decide who is live; use "
+            "mode=registered for members written by this library"
+        )
 
     def _read_only(self, what: str) -> NoReturn:
         raise CatalogReadOnly(self._why(what))
@@ -113,12 +115,13 @@ class CatalogGroups:
         svc = entry.get("Service") or {}
         node = entry.get("Node") or {}
         instance = {
-            "id": svc.get("ID"), "node": node.get("Node"),
+            "id": svc.get("ID"),
+            "node": node.get("Node"),
             "address": svc.get("Address") or node.get("Address"),
-            "port": svc.get("Port"), "tags": list(svc.get("Tags") or []),
+            "port": svc.get("Port"),
+            "tags": list(svc.get("Tags") or []),
             "meta": dict(svc.get("Meta") or {}),
         }
         name = node.get("Node") if self.member_key == "node" else svc.get("ID")
         caps = dict(instance, instances=[instance])
-        return str(name).encode("utf-8"), {"capabilities": caps, "created_at": None,
-                                           "updated_at": None}
+        return str(name).encode("utf-8"), {"capabilities": caps, "created_at": None, "updated_at": None}

@@ -83,7 +83,7 @@ def dec(segment: str) -> bytes:
     i = 0
     while i < len(segment):
         if segment[i] == "=":
-            out.append(int(segment[i + 1:i + 3], 16))  # ValueError if not hex
+            out.append(int(segment[i + 1 : i + 3], 16))  # ValueError if not hex
             i += 3
         else:
             out.append(ord(segment[i]))  # ValueError past 255; enc() rejects the rest
@@ -97,12 +97,12 @@ def dec(segment: str) -> bytes:
 def check_namespace(namespace: str) -> str:
     """*namespace* if it can prefix Consul keys on every release (see the
     module docstring), else ValueError saying why."""
-    if (not _NAMESPACE.fullmatch(namespace) or ".." in namespace
-            or "." in namespace.split("/")):
+    if not _NAMESPACE.fullmatch(namespace) or ".." in namespace or "." in namespace.split("/"):
         raise ValueError(
             f"namespace {namespace!r} is not a valid Consul key prefix: use segments of "
             "A-Z a-z 0-9 , _ - . separated by /, without . or .. segments or '..' "
-            "(Consul 1.21.5 refuses other keys with 'invalid key name')")
+            "(Consul 1.21.5 refuses other keys with 'invalid key name')"
+        )
     return namespace
 
 
@@ -151,7 +151,7 @@ class KVGroups:
         _, keys = self.api.kv_get(f"{self.ns}/", keys=True, separator="/")
         out = []
         for key in keys or []:
-            seg = key[len(self.ns) + 1:]
+            seg = key[len(self.ns) + 1 :]
             if seg.endswith("/"):
                 try:
                     out.append(dec(seg[:-1]))
@@ -163,8 +163,14 @@ class KVGroups:
         if isinstance(capabilities, (bytes, bytearray)):
             capabilities = None if not capabilities else {"__bytes__": bytes(capabilities).hex()}
         try:
-            return json.dumps({"member": self.d.member_label, "capabilities": capabilities,
-                               "created_at": created_at or _now(), "updated_at": _now()})
+            return json.dumps(
+                {
+                    "member": self.d.member_label,
+                    "capabilities": capabilities,
+                    "created_at": created_at or _now(),
+                    "updated_at": _now(),
+                }
+            )
         except (TypeError, ValueError) as exc:
             raise tooz.ToozError(f"capabilities must be JSON-serialisable for Consul: {exc}") from None
 
@@ -211,7 +217,7 @@ class KVGroups:
         for e in entries:
             if e["Key"].startswith(prefix + "members/") and e.get("Session"):
                 try:
-                    out[dec(e["Key"][len(prefix) + 8:])] = _info(e)
+                    out[dec(e["Key"][len(prefix) + 8 :])] = _info(e)
                 except ValueError:
                     continue  # not a key this backend wrote
         return index, out
@@ -234,8 +240,7 @@ class KVGroups:
 
     def stand_down(self, gid: bytes) -> bool:
         sid = self.d._session
-        return bool(sid) and self.api.kv_put(self.prefix(gid) + "leader", self.d.member_label,
-                                             release=sid)
+        return bool(sid) and self.api.kv_put(self.prefix(gid) + "leader", self.d.member_label, release=sid)
 
     def leader(self, gid: bytes) -> bytes | None:
         _, entry = self.api.kv_get(self.prefix(gid) + "leader")
@@ -261,5 +266,4 @@ def _info(entry: dict[str, Any]) -> dict[str, Any]:
     caps = data.get("capabilities")
     if isinstance(caps, dict) and set(caps) == {"__bytes__"}:
         caps = bytes.fromhex(caps["__bytes__"])
-    return {"capabilities": caps, "created_at": data.get("created_at"),
-            "updated_at": data.get("updated_at")}
+    return {"capabilities": caps, "created_at": data.get("created_at"), "updated_at": data.get("updated_at")}

@@ -94,13 +94,12 @@ class ConsulLock(locking.Lock):
         index, entries = self._api.kv_get(self._prefix, recurse=True)
         cas, listed, contenders = 0, {}, {}
         for entry in entries or []:
-            tail = entry["Key"][len(self._prefix):]
+            tail = entry["Key"][len(self._prefix) :]
             if tail == _LOCK_KEY:
                 cas, listed = int(entry["ModifyIndex"]), _holders_of(entry)
             else:
                 contenders[tail] = entry.get("Session")
-        live = {tok: h for tok, h in listed.items()
-                if h.get("session") and contenders.get(tok) == h["session"]}
+        live = {tok: h for tok, h in listed.items() if h.get("session") and contenders.get(tok) == h["session"]}
         return _View(index, cas, live, contenders)
 
     def _listed(self, hold: _Hold) -> bool:
@@ -108,8 +107,7 @@ class ConsulLock(locking.Lock):
 
     # -- acquiring ----------------------------------------------------------
 
-    def acquire(self, blocking: bool | float = True, shared: bool = False,
-                timeout: int | None = None) -> bool:
+    def acquire(self, blocking: bool | float = True, shared: bool = False, timeout: int | None = None) -> bool:
         """Take the lock, shared (many holders) or exclusive (one, and no
         shared ones); *blocking* is True (wait forever), False (one try) or
         a number of seconds (*timeout* is not used). Waiting is a Consul
@@ -117,8 +115,7 @@ class ConsulLock(locking.Lock):
         leaving or dying wakes it."""
         if shared and self._reenter():
             return True
-        deadline = None if blocking is True else (
-            time.monotonic() + float(blocking) if blocking else time.monotonic())
+        deadline = None if blocking is True else (time.monotonic() + float(blocking) if blocking else time.monotonic())
         token = uuid.uuid4().hex
         contender = json.dumps({"member": self._coord.member_label})
         self._coord.acquire_key(self._prefix + token, contender)
@@ -146,8 +143,7 @@ class ConsulLock(locking.Lock):
                 if left is not None and left <= 0:
                     return False
                 wait = _MAX_WAIT if left is None else min(left, _MAX_WAIT)
-                self._api.kv_get(self._prefix, recurse=True, index=view.index,
-                                 wait=f"{max(wait, 0.001):.3f}s")
+                self._api.kv_get(self._prefix, recurse=True, index=view.index, wait=f"{max(wait, 0.001):.3f}s")
         finally:
             if not won:
                 self._withdraw(token)
@@ -243,8 +239,10 @@ class ConsulLock(locking.Lock):
     def holders(self) -> list[dict[str, Any]]:
         """Every live holder: ``{"member", "lock", "shared"}`` (``lock`` is
         the holder's contender token)."""
-        return [{"member": h.get("member"), "lock": tok, "shared": bool(h.get("shared"))}
-                for tok, h in sorted(self._read().holders.items())]
+        return [
+            {"member": h.get("member"), "lock": tok, "shared": bool(h.get("shared"))}
+            for tok, h in sorted(self._read().holders.items())
+        ]
 
     def holder(self) -> dict[str, Any] | None:
         """The exclusive holder, or one of the shared ones; None if free."""

@@ -91,10 +91,15 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         self._connect_timeout = _base.parse_float_option(options, "connect_timeout", 5.0, 0.1)
         prefix = options.get("table_prefix", "tooz_")
         self._t = sql_schema.make_tables(prefix[-1] if isinstance(prefix, list) else prefix)
-        self._db = sql_engine.Database(parsed_url, self._connect_timeout, {
-            name: value[-1] if isinstance(value, list) else value
-            for name, value in options.items() if name not in self.URL_OPTIONS
-        })
+        self._db = sql_engine.Database(
+            parsed_url,
+            self._connect_timeout,
+            {
+                name: value[-1] if isinstance(value, list) else value
+                for name, value in options.items()
+                if name not in self.URL_OPTIONS
+            },
+        )
         if self._db.dialect == "sqlite":
             # A SQLite file is shared by the processes of one host only (its
             # locking is unreliable on network file systems).
@@ -112,8 +117,13 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
 
     # --- transactions -----------------------------------------------------
 
-    def _run(self, fn: Callable[[Connection], T], *, readonly: bool = False,
-             conflict: Callable[[], tooz.ToozError] | None = None) -> T:
+    def _run(
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        readonly: bool = False,
+        conflict: Callable[[], tooz.ToozError] | None = None,
+    ) -> T:
         return self._db.run(fn, readonly=readonly, conflict=conflict)
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
@@ -161,8 +171,9 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
             self._joined_groups.clear()
             self.session_lost_count += 1
         LOG.warning(
-            "%s: session of member %r expired or vanished; opened a new one. "
-            "Left every group: re-join them.", self._db.where, self._member_id,
+            "%s: session of member %r expired or vanished; opened a new one. Left every group: re-join them.",
+            self._db.where,
+            self._member_id,
         )
 
     def _start(self) -> None:
@@ -236,9 +247,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         def create() -> None:
             gid = _base.to_id(group_id, "group id")
             self._run(
-                lambda conn: conn.execute(
-                    sa.insert(self._t.groups).values(group_id=gid, created_at=server_epoch())
-                ),
+                lambda conn: conn.execute(sa.insert(self._t.groups).values(group_id=gid, created_at=server_epoch())),
                 conflict=lambda: coordination.GroupAlreadyExist(gid),
             )
 
@@ -292,8 +301,11 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
                 conn.execute(sa.delete(m).where(mine))  # a dead session's row
                 conn.execute(
                     sa.insert(m).values(
-                        group_id=gid, member_id=self._member_id, session_id=self._session_id,
-                        capabilities=caps, joined_at=server_epoch(),
+                        group_id=gid,
+                        member_id=self._member_id,
+                        session_id=self._session_id,
+                        capabilities=caps,
+                        joined_at=server_epoch(),
                     )
                 )
 
@@ -305,9 +317,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
     def _member_missing(self, gid: bytes, member_id: bytes) -> tooz.ToozError:
         """The right error once a member's row was not found."""
         g = self._t.groups
-        found = self._read(
-            lambda conn: conn.execute(sa.select(g.c.group_id).where(g.c.group_id == gid)).first()
-        )
+        found = self._read(lambda conn: conn.execute(sa.select(g.c.group_id).where(g.c.group_id == gid)).first())
         if found is None:
             return coordination.GroupNotCreated(gid)
         return coordination.MemberNotJoined(gid, member_id)
@@ -387,17 +397,14 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
 
         return _base.SyncResult.of(info)
 
-    def update_capabilities(
-        self, group_id: bytes, capabilities: coordination.Capabilities
-    ) -> _base.SyncResult[None]:
+    def update_capabilities(self, group_id: bytes, capabilities: coordination.Capabilities) -> _base.SyncResult[None]:
         m = self._t.members
 
         def update() -> None:
             gid = _base.to_id(group_id, "group id")
             stmt = (
                 sa.update(m)
-                .where(m.c.group_id == gid, m.c.member_id == self._member_id,
-                       m.c.session_id == self._session_id)
+                .where(m.c.group_id == gid, m.c.member_id == self._member_id, m.c.session_id == self._session_id)
                 .values(capabilities=utils.dumps(capabilities))
             )
             if not self._write(lambda conn: conn.execute(stmt).rowcount):
@@ -409,6 +416,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
 
     def _take_leadership(self, gid: bytes) -> bool:
         """True when this call made us leader (not when we already were)."""
+
         def txn(conn: Connection) -> bool:
             return sql_sessions.take_leadership(conn, self._t, gid, self._member_id, self._session_id)
 

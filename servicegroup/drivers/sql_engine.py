@@ -36,8 +36,7 @@ DIALECTS = ("sqlite", "postgresql", "mysql")
 class Database:
     """One backend URL: its engine and a way to run transactions on it."""
 
-    def __init__(self, parsed_url: Any, connect_timeout: float,
-                 dbapi_options: Mapping[str, str] | None = None) -> None:
+    def __init__(self, parsed_url: Any, connect_timeout: float, dbapi_options: Mapping[str, str] | None = None) -> None:
         """*dbapi_options*: the URL's query options that are not the driver's
         own (``sslmode``, ``sslrootcert``, ``charset`` ...). They go to the
         DBAPI as they would from a SQLAlchemy URL: liveness connections must

@@ -65,9 +65,7 @@ def try_acquire(
     alive = [h for h in holders if h.live is not None]
     if alive and not (shared and all(h.shared for h in alive)):
         return False
-    conn.execute(
-        sa.insert(lk).values(name=name, holder=holder, session_id=session_id, shared=shared)
-    )
+    conn.execute(sa.insert(lk).values(name=name, holder=holder, session_id=session_id, shared=shared))
     return True
 
 
@@ -88,9 +86,7 @@ class SQLLock(locking.Lock):
     def __repr__(self) -> str:
         return f"<SQLLock {self._key!r} holder={self._holder}>"
 
-    def acquire(
-        self, blocking: bool | float = True, shared: bool = False, timeout: float | None = None
-    ) -> bool:
+    def acquire(self, blocking: bool | float = True, shared: bool = False, timeout: float | None = None) -> bool:
         blocking, timeout = utils.convert_blocking(blocking, timeout)
         with self._state:
             if shared and self._shared_depth:
@@ -121,8 +117,12 @@ class SQLLock(locking.Lock):
                 try:
                     got = self._driver._write(
                         lambda conn: try_acquire(
-                            conn, self._driver._t, self._key, self._holder,
-                            self._driver._session_id, shared,
+                            conn,
+                            self._driver._t,
+                            self._key,
+                            self._holder,
+                            self._driver._session_id,
+                            shared,
                         )
                     )
                 except _MutexRowVanished:
@@ -143,20 +143,16 @@ class SQLLock(locking.Lock):
             self._exclusive, self._shared_depth = False, 0
             lk = self._driver._t.locks
             deleted = self._driver._run(
-                lambda conn: conn.execute(
-                    sa.delete(lk).where(lk.c.name == self._key, lk.c.holder == self._holder)
-                ).rowcount
+                lambda conn: (
+                    conn.execute(sa.delete(lk).where(lk.c.name == self._key, lk.c.holder == self._holder)).rowcount
+                )
             )
             # 0 rows: the lock was broken (break_ or our session expired).
             return bool(deleted)
 
     def break_(self) -> bool:
         lk = self._driver._t.locks
-        return bool(
-            self._driver._run(
-                lambda conn: conn.execute(sa.delete(lk).where(lk.c.name == self._key)).rowcount
-            )
-        )
+        return bool(self._driver._run(lambda conn: conn.execute(sa.delete(lk).where(lk.c.name == self._key)).rowcount))
 
     def is_still_owner(self) -> bool:
         s, lk = self._driver._t.sessions, self._driver._t.locks

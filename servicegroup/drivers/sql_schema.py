@@ -95,13 +95,15 @@ def make_tables(prefix: str = "tooz_") -> Tables:
     md = sa.MetaData()
     kw: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
     groups = sa.Table(
-        f"{prefix}groups", md,
+        f"{prefix}groups",
+        md,
         sa.Column("group_id", Id(), primary_key=True),
         sa.Column("created_at", _Epoch, nullable=False),
         **kw,
     )
     sessions = sa.Table(
-        f"{prefix}sessions", md,
+        f"{prefix}sessions",
+        md,
         sa.Column("session_id", _token(), primary_key=True),
         sa.Column("member_id", Id(), nullable=False),
         sa.Column("created_at", _Epoch, nullable=False),
@@ -110,7 +112,8 @@ def make_tables(prefix: str = "tooz_") -> Tables:
         **kw,
     )
     members = sa.Table(
-        f"{prefix}members", md,
+        f"{prefix}members",
+        md,
         sa.Column("group_id", Id(), primary_key=True),
         sa.Column("member_id", Id(), primary_key=True),
         sa.Column("session_id", _token(), nullable=False, index=True),
@@ -119,12 +122,14 @@ def make_tables(prefix: str = "tooz_") -> Tables:
         **kw,
     )
     lock_names = sa.Table(
-        f"{prefix}lock_names", md,
+        f"{prefix}lock_names",
+        md,
         sa.Column("name", Id(), primary_key=True),
         **kw,
     )
     locks = sa.Table(
-        f"{prefix}locks", md,
+        f"{prefix}locks",
+        md,
         sa.Column("name", Id(), primary_key=True),
         sa.Column("holder", _token(), primary_key=True),
         sa.Column("session_id", _token(), nullable=False, index=True),
@@ -132,7 +137,8 @@ def make_tables(prefix: str = "tooz_") -> Tables:
         **kw,
     )
     leaders = sa.Table(
-        f"{prefix}leaders", md,
+        f"{prefix}leaders",
+        md,
         sa.Column("group_id", Id(), primary_key=True),
         sa.Column("member_id", Id(), nullable=False),
         sa.Column("session_id", _token(), nullable=False, index=True),
@@ -176,9 +182,7 @@ def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any]) -> 
         stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
     elif name in ("mysql", "mariadb"):
         pk = table.primary_key.columns.values()[0]
-        stmt = mysql.insert(table).values(values).on_duplicate_key_update(
-            {pk.name: pk}
-        )
+        stmt = mysql.insert(table).values(values).on_duplicate_key_update({pk.name: pk})
     else:  # pragma: no cover - only the three dialects are registered
         raise NotImplementedError(name)
     conn.execute(stmt)

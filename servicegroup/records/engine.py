@@ -34,8 +34,9 @@ T = TypeVar("T")
 
 #: Query options pysqlite takes (SQLAlchemy silently drops any other unless
 #: ``uri=true``, which hands them to SQLite as URI parameters).
-SQLITE_OPTIONS = frozenset({"uri", "timeout", "isolation_level", "detect_types",
-                            "check_same_thread", "cached_statements"})
+SQLITE_OPTIONS = frozenset(
+    {"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"}
+)
 
 
 def parse(url: str) -> URL:
@@ -73,8 +74,7 @@ def parse(url: str) -> URL:
         parsed.get_dialect()
     except (sa_exc.NoSuchModuleError, ImportError) as exc:
         raise errors.InvalidURL(
-            f"unsupported records URL {redact(url)}: {_first_line(exc)} "
-            "(sqlite, postgresql and mysql are supported)"
+            f"unsupported records URL {redact(url)}: {_first_line(exc)} (sqlite, postgresql and mysql are supported)"
         ) from None
     return parsed
 
@@ -88,11 +88,10 @@ def _check_userinfo(url: str, parsed: URL) -> None:
     at = userinfo_end(url, scheme_end + 3) if scheme_end != -1 else -1
     if at == -1:
         return
-    user, colon, password = url[scheme_end + 3:at].partition(":")
+    user, colon, password = url[scheme_end + 3 : at].partition(":")
     if unquote(user) != (parsed.username or "") or (colon and unquote(password) != (parsed.password or "")):
         raise errors.InvalidURL(
-            f"ambiguous user name or password in records URL {redact(url)}: "
-            "percent-encode an '@' in them as %40"
+            f"ambiguous user name or password in records URL {redact(url)}: percent-encode an '@' in them as %40"
         )
 
 
@@ -128,9 +127,7 @@ def create(url: str, connect_timeout: float = sqlengine.CONNECT_TIMEOUT) -> Engi
 
 
 @contextlib.contextmanager
-def translated(
-    engine: Engine, url: str, passthrough: Callable[[BaseException], bool] | None = None
-) -> Iterator[None]:
+def translated(engine: Engine, url: str, passthrough: Callable[[BaseException], bool] | None = None) -> Iterator[None]:
     """Turn connection-level failures into BackendUnavailable.
 
     Integrity and programming errors pass through: they are bugs or races
@@ -156,9 +153,7 @@ def unavailable(parsed: URL, url: str, exc: BaseException) -> errors.BackendUnav
     reason = _first_line(getattr(exc, "orig", None) or exc)
     if parsed.password:
         reason = reason.replace(str(parsed.password), "***")
-    return errors.BackendUnavailable(
-        f"records database {describe(parsed)} unavailable ({redact(url)}): {reason}"
-    )
+    return errors.BackendUnavailable(f"records database {describe(parsed)} unavailable ({redact(url)}): {reason}")
 
 
 @contextlib.contextmanager
@@ -170,9 +165,7 @@ def connect(engine: Engine, url: str) -> Iterator[Connection]:
         try:
             conn = engine.connect()
         except sa_exc.ProgrammingError as exc:  # psycopg2: invalid dsn option
-            raise errors.InvalidURL(
-                f"bad records URL {redact(url)}: {_first_line(exc.orig or exc)}"
-            ) from None
+            raise errors.InvalidURL(f"bad records URL {redact(url)}: {_first_line(exc.orig or exc)}") from None
         except TypeError as exc:  # pymysql: unexpected keyword option
             raise errors.InvalidURL(f"bad records URL {redact(url)}: {exc}") from None
     with conn:
@@ -187,8 +180,7 @@ def read(engine: Engine, url: str) -> Iterator[Connection]:
         yield sqlengine.readonly(conn)
 
 
-def run_write(engine: Engine, url: str, fn: Callable[[Connection], T],
-              attempts: int = sqlengine.ATTEMPTS) -> T:
+def run_write(engine: Engine, url: str, fn: Callable[[Connection], T], attempts: int = sqlengine.ATTEMPTS) -> T:
     """Run ``fn(conn)`` in one write transaction, retrying lost races.
 
     Committed on success, rolled back on any error: nothing is ever half

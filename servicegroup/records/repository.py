@@ -130,9 +130,7 @@ class Records:
 
     # -- writes ----------------------------------------------------------
 
-    def upsert(
-        self, host: str, topic: str, binary: str | None = None, version: int = 0
-    ) -> Service:
+    def upsert(self, host: str, topic: str, binary: str | None = None, version: int = 0) -> Service:
         """Create the live record of (host, topic), or refresh its binary and
         version; ``last_seen_up`` becomes the server's now.
 
@@ -154,8 +152,14 @@ class Records:
             if result.rowcount == 0:
                 conn.execute(
                     insert(services).values(
-                        uuid=str(uuidlib.uuid4()), host=host, topic=topic, binary=binary,
-                        version=version, created_at=now, last_seen_up=now, deleted=0,
+                        uuid=str(uuidlib.uuid4()),
+                        host=host,
+                        topic=topic,
+                        binary=binary,
+                        version=version,
+                        created_at=now,
+                        last_seen_up=now,
+                        deleted=0,
                     )
                 )
             return self._one(conn, host, topic)
@@ -166,9 +170,7 @@ class Records:
         """Fence (or unfence) a service; ServiceNotFound if it has no record."""
         return self._set(host, topic, forced_down=bool(down))
 
-    def set_disabled(
-        self, host: str, topic: str, disabled: bool, reason: str | None = None
-    ) -> Service:
+    def set_disabled(self, host: str, topic: str, disabled: bool, reason: str | None = None) -> Service:
         """Disable (with an optional reason) or enable a service.
 
         Enabling clears the reason. ``updated_at`` moves, ``last_seen_up``
@@ -176,8 +178,7 @@ class Records:
         """
         if disabled and reason:
             reason = names.check(reason, "disabled reason")
-        return self._set(host, topic, disabled=bool(disabled),
-                         disabled_reason=reason if disabled and reason else None)
+        return self._set(host, topic, disabled=bool(disabled), disabled_reason=reason if disabled and reason else None)
 
     def _set(self, host: str, topic: str, **values: Any) -> Service:
         host, topic = names.check(host, "host"), names.check(topic, "topic")
@@ -218,9 +219,7 @@ class Records:
 
         def write(conn: Connection) -> bool:
             result = conn.execute(
-                update(services)
-                .where(_live(host, topic))
-                .values(deleted=services.c.id, updated_at=server_utcnow())
+                update(services).where(_live(host, topic)).values(deleted=services.c.id, updated_at=server_utcnow())
             )
             return bool(result.rowcount)
 
@@ -245,8 +244,7 @@ class Records:
             rows = conn.execute(stmt).mappings().all()
         return [Service.from_row(r) for r in rows]
 
-    def flags(self, topic: str | None = None, *, only_set: bool = False
-              ) -> dict[tuple[str, str], tuple[bool, bool]]:
+    def flags(self, topic: str | None = None, *, only_set: bool = False) -> dict[tuple[str, str], tuple[bool, bool]]:
         """``(host, topic) -> (forced_down, disabled)`` of live records.
 
         One narrow SELECT, meant to refresh an in-memory cache in the

@@ -124,8 +124,7 @@ def locked_transaction(conn: Connection) -> Iterator[None]:
 
 def _lock_timeout() -> errors.BackendUnavailable:
     return errors.BackendUnavailable(
-        f"timed out after {LOCK_TIMEOUT}s waiting for another process "
-        "to finish migrating the records database"
+        f"timed out after {LOCK_TIMEOUT}s waiting for another process to finish migrating the records database"
     )
 
 

@@ -45,7 +45,6 @@ and :meth:`FaultProxy.stop` leaves no thread and no socket behind.
 Standard library only.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -92,8 +91,14 @@ class FaultProxy(Relay):
     :meth:`tick`.
     """
 
-    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1",
-                 connect_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        host: str = "127.0.0.1",
+        connect_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__((target_host, target_port), connect_timeout, clock)
         self.host = host
         self._listener = _quiet_port(host)

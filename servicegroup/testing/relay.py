@@ -183,7 +183,7 @@ class Relay:
                 if not self._running:
                     break
                 self._step()
-        except BaseException as exc:  # noqa: BLE001 - callers get it from _call
+        except BaseException as exc:
             self._failure = exc
             self._running = False
             self._release()
@@ -201,7 +201,7 @@ class Relay:
                 return
             try:
                 result.append(fn())
-            except Exception as exc:  # noqa: BLE001 - handed to the caller
+            except Exception as exc:
                 result.append(exc)
             done.set()
 

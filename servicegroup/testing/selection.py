@@ -29,12 +29,16 @@ BACKENDS = ("db-sqlite", "db-postgresql", "db-mysql", "zk", "mc", "redis", "etcd
 #: Other spellings of the same backends: driver aliases, and a bare ``db``
 #: or dialect name for the ``db`` driver on that database.
 ALIASES = {
-    "zookeeper": "zk", "memcached": "mc", "etcd3": "etcd",
-    "db": "db-sqlite", "sqlite": "db-sqlite", "postgresql": "db-postgresql", "mysql": "db-mysql",
+    "zookeeper": "zk",
+    "memcached": "mc",
+    "etcd3": "etcd",
+    "db": "db-sqlite",
+    "sqlite": "db-sqlite",
+    "postgresql": "db-postgresql",
+    "mysql": "db-mysql",
 }
 MARKER = "backend"
-_MARKER_HELP = ("backend(name): the liveness backend a functional test runs against "
-                "(--backend NAME selects by it)")
+_MARKER_HELP = "backend(name): the liveness backend a functional test runs against (--backend NAME selects by it)"
 
 
 def canonical(name: str) -> str:
@@ -69,9 +73,13 @@ def backends_of(item: pytest.Item) -> set[str]:
 
 def add_option(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--backend", action="append", default=[], metavar="NAME",
+        "--backend",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="run only the tests marked for this liveness backend "
-             f"({', '.join(BACKENDS)}); repeatable. tox's functional-<backend> envs use it.")
+        f"({', '.join(BACKENDS)}); repeatable. tox's functional-<backend> envs use it.",
+    )
 
 
 def register_marker(config: pytest.Config) -> None:

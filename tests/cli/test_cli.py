@@ -26,8 +26,18 @@ def test_service_list_json_has_the_documented_fields(capsys, records):
     sg = ServiceGroup(records_url=records, report_interval=1, service_down_time=3)
     try:
         sg.join("host-a", "compute", binary="nova-compute")
-        code, out, _ = run(capsys, "service-list", "--records-url", records, "--report-interval", "1",
-                           "--service-down-time", "3", "--format", "json")
+        code, out, _ = run(
+            capsys,
+            "service-list",
+            "--records-url",
+            records,
+            "--report-interval",
+            "1",
+            "--service-down-time",
+            "3",
+            "--format",
+            "json",
+        )
     finally:
         sg.stop()
     assert code == 0
@@ -41,8 +51,7 @@ def test_force_down_then_list_shows_the_service_down(capsys, records):
     sg = ServiceGroup(records_url=records, report_interval=1, service_down_time=3)
     try:
         sg.join("host-a", "compute")
-        assert run(capsys, "force-down", "--host", "host-a", "--topic", "compute",
-                   "--records-url", records)[0] == 0
+        assert run(capsys, "force-down", "--host", "host-a", "--topic", "compute", "--records-url", records)[0] == 0
         code, out, _ = run(capsys, "service-list", "--records-url", records, "--format", "json")
     finally:
         sg.stop()
@@ -50,12 +59,15 @@ def test_force_down_then_list_shows_the_service_down(capsys, records):
     assert json.loads(out)[0]["state"] == "down"
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--driver", "zookepr"], "unknown servicegroup driver 'zookepr'"),
-    (["--report-interval", "10", "--service-down-time", "10"], "at least 25"),
-    (["--driver", "zk", "--url", "memcached://127.0.0.1:11211"], "contradicts"),
-    (["--driver", "redis", "--url", "redis://127.0.0.1:6379?tiemout=3"], "tiemout"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--driver", "zookepr"], "unknown servicegroup driver 'zookepr'"),
+        (["--report-interval", "10", "--service-down-time", "10"], "at least 25"),
+        (["--driver", "zk", "--url", "memcached://127.0.0.1:11211"], "contradicts"),
+        (["--driver", "redis", "--url", "redis://127.0.0.1:6379?tiemout=3"], "tiemout"),
+    ],
+)
 def test_configuration_errors_are_one_line_without_traceback(capsys, records, argv, needle):
     code, out, err = run(capsys, "service-list", "--records-url", records, *argv)
     assert code == cli.EXIT_ERROR
@@ -89,8 +101,9 @@ def test_db_sync_migrates(capsys, records):
 
 def test_config_file_is_read_and_flags_override_it(tmp_path, capsys, records):
     path = tmp_path / "sg.conf"
-    path.write_text(f"[servicegroup]\ndriver = db\nreport_interval = 2\nservice_down_time = 4\n"
-                    f"[database]\nconnection = {records}\n")
+    path.write_text(
+        f"[servicegroup]\ndriver = db\nreport_interval = 2\nservice_down_time = 4\n[database]\nconnection = {records}\n"
+    )
     parser = argparse.ArgumentParser()
     common.add_backend_options(parser)
     args = parser.parse_args(["--config-file", str(path), "--service-down-time", "9"])
@@ -110,8 +123,7 @@ def test_from_config_builds_a_working_service_group(tmp_path, records):
     conf = cfg.ConfigOpts()
     sg_conf.register_opts(conf)
     path = tmp_path / "sg.conf"
-    path.write_text(f"[servicegroup]\nreport_interval = 1\nservice_down_time = 3\n"
-                    f"[database]\nconnection = {records}\n")
+    path.write_text(f"[servicegroup]\nreport_interval = 1\nservice_down_time = 3\n[database]\nconnection = {records}\n")
     conf(args=[], default_config_files=[str(path)])
     sg = ServiceGroup.from_config(conf)
     try:
@@ -124,14 +136,20 @@ def test_from_config_builds_a_working_service_group(tmp_path, records):
 
 def test_list_opts_covers_both_groups():
     groups = dict(sg_conf.list_opts())
-    assert {o.name for o in groups["servicegroup"]} >= {"driver", "url", "report_interval",
-                                                        "service_down_time", "max_staleness"}
+    assert {o.name for o in groups["servicegroup"]} >= {
+        "driver",
+        "url",
+        "report_interval",
+        "service_down_time",
+        "max_staleness",
+    }
     assert [o.name for o in groups["database"]] == ["connection"]
 
 
 def test_repr_never_shows_the_password(tmp_path):
-    sg = ServiceGroup(driver="redis", url="redis://:hunter2@127.0.0.1:6379",
-                      records_url=f"sqlite:///{tmp_path / 'r.sqlite'}")
+    sg = ServiceGroup(
+        driver="redis", url="redis://:hunter2@127.0.0.1:6379", records_url=f"sqlite:///{tmp_path / 'r.sqlite'}"
+    )
     try:
         assert "hunter2" not in repr(sg)
     finally:
@@ -140,13 +158,18 @@ def test_repr_never_shows_the_password(tmp_path):
 
 # -- bad input: one line on stderr, exit 2, no secret ------------------------
 
-@pytest.mark.parametrize("argv,secret", [
-    (["--records-url", "postgresql://u:s3#cret@127.0.0.1:1/x"], "s3#cret"),
-    (["--records-url", "postgresql://u:s3?cret@127.0.0.1:1/x"], "s3?cret"),
-    (["--records-url", "postgresql://u@x:s3cret@127.0.0.1:1/x"], "s3cret"),
-    (["--driver", "redis://:s3/cret@127.0.0.1:1"], "s3/cret"),
-    (["--driver", "redis://127.0.0.1:1?sentinel_password=sp-99"], "sp-99"),
-], ids=["hash", "question-mark", "at-in-user", "slash", "sentinel_password"])
+
+@pytest.mark.parametrize(
+    "argv,secret",
+    [
+        (["--records-url", "postgresql://u:s3#cret@127.0.0.1:1/x"], "s3#cret"),
+        (["--records-url", "postgresql://u:s3?cret@127.0.0.1:1/x"], "s3?cret"),
+        (["--records-url", "postgresql://u@x:s3cret@127.0.0.1:1/x"], "s3cret"),
+        (["--driver", "redis://:s3/cret@127.0.0.1:1"], "s3/cret"),
+        (["--driver", "redis://127.0.0.1:1?sentinel_password=sp-99"], "sp-99"),
+    ],
+    ids=["hash", "question-mark", "at-in-user", "slash", "sentinel_password"],
+)
 def test_passwords_with_special_characters_never_reach_the_error(capsys, records, argv, secret):
     if "--records-url" not in argv:
         seed(records, "host-a")  # something to read the liveness of
@@ -156,15 +179,18 @@ def test_passwords_with_special_characters_never_reach_the_error(capsys, records
     assert secret not in err
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--driver", "redis://[::1"], "IPv6"),
-    (["--driver", "redis://127.0.0.1:0"], "port 0"),
-    (["--driver", "redis://127.0.0.1:6379?timeout=abc"], "option timeout="),
-    (["--driver", "redis://127.0.0.1:6379?db=abc"], "option db="),
-    (["--report-interval", "inf"], "report_interval must be a finite"),
-    (["--service-down-time", "nan"], "service_down_time must be a finite"),
-    (["--max-staleness", "0.001"], "max_staleness must be from 0.01"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--driver", "redis://[::1"], "IPv6"),
+        (["--driver", "redis://127.0.0.1:0"], "port 0"),
+        (["--driver", "redis://127.0.0.1:6379?timeout=abc"], "option timeout="),
+        (["--driver", "redis://127.0.0.1:6379?db=abc"], "option db="),
+        (["--report-interval", "inf"], "report_interval must be a finite"),
+        (["--service-down-time", "nan"], "service_down_time must be a finite"),
+        (["--max-staleness", "0.001"], "max_staleness must be from 0.01"),
+    ],
+)
 def test_bad_urls_and_timings_are_one_line_exit_2(capsys, records, argv, needle):
     code, _, err = run(capsys, "service-list", "--records-url", records, *argv)
     one_line_error(code, err)
@@ -187,12 +213,16 @@ def test_db_sync_and_service_list_agree_on_records_url_options(capsys, tmp_path,
     assert "unknown option(s) bogus" in err
 
 
-@pytest.mark.parametrize("body,needle", [
-    ("[servicegroup]\nreport_interval = abc\n", "report_interval"),
-    ("[servicegroup]\nreport_interval = 0\n", "report_interval"),
-    ("[servicegroup]\nreport_interval = nan\n", "report_interval"),
-    (b"[servicegroup]\nreport_interval = \xff\n", "not UTF-8"),
-], ids=["abc", "zero", "nan", "latin-1"])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ("[servicegroup]\nreport_interval = abc\n", "report_interval"),
+        ("[servicegroup]\nreport_interval = 0\n", "report_interval"),
+        ("[servicegroup]\nreport_interval = nan\n", "report_interval"),
+        (b"[servicegroup]\nreport_interval = \xff\n", "not UTF-8"),
+    ],
+    ids=["abc", "zero", "nan", "latin-1"],
+)
 def test_bad_config_file_is_one_line_naming_the_file(capsys, tmp_path, body, needle):
     path = tmp_path / "sg.conf"
     (path.write_bytes if isinstance(body, bytes) else path.write_text)(body)
@@ -215,10 +245,21 @@ def test_padded_host_is_refused_not_stored_apart(capsys, records):
 
 # -- liveness that cannot be read is unknown, not down -----------------------
 
+
 def test_service_list_with_an_unreachable_backend_shows_unknown_and_exits_2(capsys, records):
     seed(records, "host-a", "host-b", fenced=("host-b",))
-    code, out, err = run(capsys, "service-list", "--records-url", records, "--driver", "redis",
-                         "--url", "redis://:pw-77@127.0.0.1:1", "--format", "json")
+    code, out, err = run(
+        capsys,
+        "service-list",
+        "--records-url",
+        records,
+        "--driver",
+        "redis",
+        "--url",
+        "redis://:pw-77@127.0.0.1:1",
+        "--format",
+        "json",
+    )
     one_line_error(code, err)
     states = {r["host"]: r["state"] for r in json.loads(out)}
     assert states == {"host-a": "unknown", "host-b": "down"}  # fenced is down whatever the backend says
@@ -234,8 +275,18 @@ def test_service_list_table_says_unknown(capsys, records):
 
 
 def test_watch_that_cannot_read_its_topic_is_one_line_exit_2(capsys, records):
-    code, out, err = run(capsys, "watch", "--topic", "compute", "--records-url", records,
-                         "--driver", "redis://127.0.0.1:1", "--timeout", "30")
+    code, out, err = run(
+        capsys,
+        "watch",
+        "--topic",
+        "compute",
+        "--records-url",
+        records,
+        "--driver",
+        "redis://127.0.0.1:1",
+        "--timeout",
+        "30",
+    )
     one_line_error(code, err)
     assert "cannot watch topic 'compute'" in err and "127.0.0.1:1" in err
     assert out == ""
@@ -249,12 +300,25 @@ def test_watch_timeout_must_be_finite_and_not_negative(capsys, records, value):
 
 
 def test_watch_timeout_ends_the_watch(capsys, records):
-    code, out, _ = run(capsys, "watch", "--topic", "compute", "--records-url", records, "--timeout", "0.2",
-                       "--report-interval", "1", "--service-down-time", "3")
+    code, out, _ = run(
+        capsys,
+        "watch",
+        "--topic",
+        "compute",
+        "--records-url",
+        records,
+        "--timeout",
+        "0.2",
+        "--report-interval",
+        "1",
+        "--service-down-time",
+        "3",
+    )
     assert code == 0 and out.startswith("watching compute")
 
 
 # -- bench -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("argv", [["--hosts", "0"], ["--hosts", "-1"], ["--calls", "0"], ["--calls", "-5"]])
 def test_bench_refuses_counts_below_one(capsys, records, argv):
@@ -268,8 +332,20 @@ def test_bench_removes_the_records_it_created(capsys, records):
 
     recs = Records(records)
     recs.upsert("bench-0001", "bench", binary="mine")  # already there: left alone
-    code, out, _ = run(capsys, "bench", "--records-url", records, "--hosts", "3", "--calls", "5",
-                       "--report-interval", "1", "--service-down-time", "3")
+    code, out, _ = run(
+        capsys,
+        "bench",
+        "--records-url",
+        records,
+        "--hosts",
+        "3",
+        "--calls",
+        "5",
+        "--report-interval",
+        "1",
+        "--service-down-time",
+        "3",
+    )
     assert code == 0 and "speed-up" in out
     assert [s.host for s in recs.list("bench")] == ["bench-0001"]
     recs.dispose()
@@ -285,7 +361,11 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
     proc = subprocess.run(
         f"{sys.executable} -m servicegroup service-list --records-url {records} --driver mc "
         f"--url memcached://127.0.0.1:1 | head -1",
-        shell=True, capture_output=True, text=True, timeout=120)
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.stdout.startswith("+--"), proc.stdout  # the table's first line
     assert "BrokenPipe" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 

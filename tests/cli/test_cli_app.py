@@ -32,10 +32,14 @@ def test_global_driver_option_reaches_the_command(capsys, records):
     assert "unknown servicegroup driver 'zookepr'" in err
 
 
-@pytest.mark.parametrize("argv", [
-    ["--report-interval", "abc", "service-list"],
-    ["service-list", "--report-interval", "abc"],
-], ids=["before", "after"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--report-interval", "abc", "service-list"],
+        ["service-list", "--report-interval", "abc"],
+    ],
+    ids=["before", "after"],
+)
 def test_a_bad_option_value_is_one_line(capsys, argv):
     code, _, err = run(capsys, *argv)
     one_line_error(code, err)
@@ -64,8 +68,18 @@ def test_unknown_command_is_one_line_with_a_suggestion(capsys):
 def test_help_lists_every_command(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for name in ("demo", "join", "service-list", "service-delete", "force-down", "enable",
-                 "disable", "watch", "bench", "db-sync"):
+    for name in (
+        "demo",
+        "join",
+        "service-list",
+        "service-delete",
+        "force-down",
+        "enable",
+        "disable",
+        "watch",
+        "bench",
+        "db-sync",
+    ):
         assert f"  {name} " in out, name
 
 
@@ -140,7 +154,6 @@ def test_main_keeps_the_logging_of_a_program_that_configured_it(records):
 
 
 def test_debug_shows_the_traceback_and_keeps_the_exit_code(capsys, records):
-    code, _, err = run(capsys, "--debug", "enable", "--host", "nobody", "--topic", "compute",
-                       "--records-url", records)
+    code, _, err = run(capsys, "--debug", "enable", "--host", "nobody", "--topic", "compute", "--records-url", records)
     assert code == cli.EXIT_ERROR
     assert err.startswith("servicegroup enable: ServiceNotFound") and "Traceback" in err

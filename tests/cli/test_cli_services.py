@@ -49,13 +49,23 @@ def cells(table: str) -> list[list[str]]:
 
 # -- service-list: OpenStack's columns, cliff's formatters ---------------------
 
+
 def test_table_has_the_columns_of_openstack_compute_service_list(capsys, records, member):
     code, out, err = listing(capsys, records)
     assert code == 0, err
     header, *rows = cells(out)
-    assert header == ["ID", "Binary", "Host", "Topic", "Status", "State", "Updated At",
-                      "Forced Down", "Disabled Reason"]
-    shown = {r[2]: dict(zip(header, r)) for r in rows}
+    assert header == [
+        "ID",
+        "Binary",
+        "Host",
+        "Topic",
+        "Status",
+        "State",
+        "Updated At",
+        "Forced Down",
+        "Disabled Reason",
+    ]
+    shown = {r[2]: dict(zip(header, r, strict=True)) for r in rows}
     assert shown["host-b"]["Status"] == "disabled" and shown["host-b"]["State"] == "up"
     assert shown["host-b"]["Disabled Reason"] == "maintenance" and shown["host-b"]["Forced Down"] == "False"
     assert shown["host-a"]["Status"] == "enabled" and shown["host-a"]["Binary"] == "nova-compute"
@@ -68,7 +78,12 @@ def test_json_keeps_the_old_keys_and_adds_the_new_columns(capsys, records, membe
     b = rows["host-b"]
     # Keys scripts read before the columns took OpenStack's names ...
     assert (b["topic"], b["binary"], b["state"], b["forced_down"], b["disabled"]) == (
-        "compute", "nova-compute", "up", False, True)
+        "compute",
+        "nova-compute",
+        "up",
+        False,
+        True,
+    )
     assert b["disabled_reason"] == "maintenance" and b["updated_at"]
     # ... and the new ones, snake_case.
     assert b["status"] == "disabled" and rows["host-a"]["status"] == "enabled"
@@ -122,9 +137,11 @@ def test_unknown_column_is_a_usage_error_before_any_connection(capsys, missing):
 
 # -- service-delete ----------------------------------------------------------
 
+
 def test_service_delete_removes_the_record_and_withdraws_membership(capsys, records, member):
-    code, out, err = run(capsys, "service-delete", "--host", "host-a", "--topic", "compute",
-                         "--records-url", records, *TIMINGS)
+    code, out, err = run(
+        capsys, "service-delete", "--host", "host-a", "--topic", "compute", "--records-url", records, *TIMINGS
+    )
     assert code == 0, err
     assert "host-a compute: deleted; membership withdrawn" in out
     observer = ServiceGroup(records_url=records, report_interval=1, service_down_time=30, background=False)
@@ -139,23 +156,33 @@ def test_service_delete_removes_the_record_and_withdraws_membership(capsys, reco
 
 def test_service_delete_of_a_crashed_member_needs_no_membership(capsys, records):
     seed(records, "host-gone")  # a record whose member never joined (or expired long ago)
-    code, out, err = run(capsys, "service-delete", "--host", "host-gone", "--topic", "compute",
-                         "--records-url", records)
+    code, out, err = run(
+        capsys, "service-delete", "--host", "host-gone", "--topic", "compute", "--records-url", records
+    )
     assert code == 0, err
     assert json.loads(run(capsys, "service-list", "--records-url", records, "-f", "json")[1]) == []
 
 
 def test_service_delete_of_no_record_is_service_not_found(capsys, records):
-    code, _, err = run(capsys, "service-delete", "--host", "nobody", "--topic", "compute",
-                       "--records-url", records)
+    code, _, err = run(capsys, "service-delete", "--host", "nobody", "--topic", "compute", "--records-url", records)
     one_line_error(code, err)
     assert "ServiceNotFound" in err and "'nobody'" in err
 
 
 def test_service_delete_with_an_unreachable_backend_deletes_nothing(capsys, records):
     seed(records, "host-a")
-    code, _, err = run(capsys, "service-delete", "--host", "host-a", "--topic", "compute",
-                       "--records-url", records, "--driver", "redis://127.0.0.1:1")
+    code, _, err = run(
+        capsys,
+        "service-delete",
+        "--host",
+        "host-a",
+        "--topic",
+        "compute",
+        "--records-url",
+        records,
+        "--driver",
+        "redis://127.0.0.1:1",
+    )
     one_line_error(code, err)
     assert "BackendUnavailable" in err
     code, out, _ = run(capsys, "service-list", "--records-url", records, "-f", "json", "-c", "host")
@@ -209,9 +236,23 @@ def test_join_creates_the_database_and_leaves_on_sigterm(missing):
     """join may create the records database; SIGTERM ends it with exit 0
     after leaving (its record stays, shown down)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servicegroup", "join", "--host", "host-j", "--topic", "compute",
-         "--records-url", missing, *TIMINGS],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "servicegroup",
+            "join",
+            "--host",
+            "host-j",
+            "--topic",
+            "compute",
+            "--records-url",
+            missing,
+            *TIMINGS,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = proc.stdout.readline()
         assert first.startswith("joined compute as host-j"), first + proc.stderr.read()

@@ -33,6 +33,7 @@ def coords() -> Iterator[Callable[..., Any]]:
             c.start()
             started.append(c)
         return c
+
     yield make
     for c in started:
         if c.is_started:

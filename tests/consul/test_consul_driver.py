@@ -22,7 +22,11 @@ from tooz import coordination
 from servicegroup import backend, errors
 from servicegroup.drivers import consul as consul_driver
 from servicegroup.drivers.consul import (
-    CatalogReadOnly, ConsulAccessDenied, ConsulDriver, ConsulServerError, ConsulUnreachable,
+    CatalogReadOnly,
+    ConsulAccessDenied,
+    ConsulDriver,
+    ConsulServerError,
+    ConsulUnreachable,
     SessionTTLOutOfRange,
 )
 from servicegroup.drivers.consul_api import SessionGone
@@ -32,6 +36,7 @@ from servicegroup.testing.consul import ApiError, ConsulTestServer, validate_key
 
 
 # -- URL options -------------------------------------------------------------
+
 
 def test_unknown_url_option_is_refused_by_name(srv: Any, coords: Any) -> None:
     with pytest.raises(errors.InvalidURL, match="tiemout"):
@@ -54,22 +59,51 @@ def test_bad_mode_is_refused(srv: Any, coords: Any) -> None:
 
 
 def test_url_options_are_declared_for_the_resolver() -> None:
-    assert {"ttl", "timeout", "token", "namespace", "mode", "ca_file", "cert_file",
-            "key_file", "verify"} <= ConsulDriver.URL_OPTIONS
+    assert {
+        "ttl",
+        "timeout",
+        "token",
+        "namespace",
+        "mode",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "verify",
+    } <= ConsulDriver.URL_OPTIONS
 
 
 @pytest.mark.parametrize("namespace", ["a..b", "a/./b", "a/../b", "a%20b", "caf%C3%A9", "a%3Db"])
-def test_namespace_consul_would_refuse_is_refused_by_name(srv: Any, coords: Any,
-                                                          namespace: str) -> None:
+def test_namespace_consul_would_refuse_is_refused_by_name(srv: Any, coords: Any, namespace: str) -> None:
     with pytest.raises(errors.InvalidURL, match="namespace"):
         coords(f"{srv.url}?namespace={namespace}", start=False)
 
 
 # -- key names -------------------------------------------------------------------
 
-AWKWARD = [b"a/b", b"=", b"=3D", b"%41", b"%", b".", b"..", b"...", b".hidden", b"a..b",
-           b"a...b", b"a.", "\u00e9/\u00fc".encode(), b"=locks", b"!locks", b"a b", b"a?b&c=d",
-           b"\x00\x7f\xff", b"-_,.", b"../etc/passwd", b"members", b"leader"]
+AWKWARD = [
+    b"a/b",
+    b"=",
+    b"=3D",
+    b"%41",
+    b"%",
+    b".",
+    b"..",
+    b"...",
+    b".hidden",
+    b"a..b",
+    b"a...b",
+    b"a.",
+    "\u00e9/\u00fc".encode(),
+    b"=locks",
+    b"!locks",
+    b"a b",
+    b"a?b&c=d",
+    b"\x00\x7f\xff",
+    b"-_,.",
+    b"../etc/passwd",
+    b"members",
+    b"leader",
+]
 
 
 def _assert_safe_segment(raw: bytes) -> None:
@@ -91,8 +125,9 @@ def test_encoding_round_trips_random_ids() -> None:
         _assert_safe_segment(bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 10))))
 
 
-@pytest.mark.parametrize("segment", ["=2e", "=2", "=zz", ".", "..", ".x", "a%2Fb", "!locks",
-                                     LOCKS, "=41", "a b", "\u00e9"])
+@pytest.mark.parametrize(
+    "segment", ["=2e", "=2", "=zz", ".", "..", ".x", "a%2Fb", "!locks", LOCKS, "=41", "a b", "\u00e9"]
+)
 def test_decoding_refuses_what_enc_never_writes(segment: str) -> None:
     with pytest.raises(ValueError):
         dec(segment)
@@ -107,6 +142,7 @@ def test_the_server_refuses_what_the_old_percent_encoding_wrote(srv: Any, coords
 
 
 # -- registered mode -----------------------------------------------------------
+
 
 def test_join_writes_a_member_key_held_by_the_session(srv: Any, coords: Any) -> None:
     c = coords(f"{srv.url}?namespace=ns&ttl=4")
@@ -143,6 +179,7 @@ def test_get_members_is_one_recursive_get(srv: Any, coords: Any) -> None:
     def counting(key: str, **kw: Any) -> Any:
         calls.append(kw)
         return real(key, **kw)
+
     c._api.kv_get = counting
     assert c.get_members_with_capabilities(b"g").get() == {b"m1": None, b"m2": None}
     assert len(calls) == 1 and calls[0]["recurse"]
@@ -209,7 +246,8 @@ def _lock_x(c: Any) -> bool:
 
 @pytest.mark.parametrize("acquire", [_join_g2, _elect_g2, _lock_x])
 def test_an_acquire_after_the_session_expired_replaces_it_and_rejoins(
-        srv: Any, coords: Any, clock: FakeClock, acquire: Any) -> None:
+    srv: Any, coords: Any, clock: FakeClock, acquire: Any
+) -> None:
     c = coords(f"{srv.url}?ttl=4")
     seen: list[set[bytes]] = []
     c.on_session_lost.append(seen.append)
@@ -231,20 +269,20 @@ def test_a_session_refused_again_is_retried_only_once(srv: Any, coords: Any) -> 
 
     def gone(key: str, value: Any, **kw: Any) -> bool:
         raise SessionGone("gone")
+
     c._api.kv_put = gone  # every acquire, the re-join's too, finds the session gone
     with pytest.raises(ConsulServerError):
         c.join_group(b"g2").get()
     assert c.session_lost_count == 1 and c._joined_groups == set()
 
 
-@pytest.mark.parametrize("body", ['invalid session "x"',
-                                  'rpc error making call: invalid session "x"'])
-def test_invalid_session_from_a_server_or_a_client_agent_is_session_gone(
-        srv: Any, coords: Any, body: str) -> None:
+@pytest.mark.parametrize("body", ['invalid session "x"', 'rpc error making call: invalid session "x"'])
+def test_invalid_session_from_a_server_or_a_client_agent_is_session_gone(srv: Any, coords: Any, body: str) -> None:
     c = coords(srv.url)
 
     def refuse(*args: Any, **kw: Any) -> bool:
         raise consul.ConsulException(f"500 {body}")
+
     c._api.client.kv.put = refuse
     with pytest.raises(SessionGone, match=srv.address):
         c._api.kv_put("servicegroup/k", "", acquire="x")
@@ -286,8 +324,8 @@ def test_wait_for_change_wakes_on_a_leave(srv: Any, coords: Any) -> None:
 
 # -- typed errors ----------------------------------------------------------------
 
-def test_wrong_acl_token_is_a_typed_error_without_the_token(clock: FakeClock, coords: Any,
-                                                            caplog: Any) -> None:
+
+def test_wrong_acl_token_is_a_typed_error_without_the_token(clock: FakeClock, coords: Any, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
     with ConsulTestServer(session_ttl_min=1, acl_token="root-secret", clock=clock) as server:
         c = coords(f"{server.url}?token=wrong-secret", start=False)
@@ -300,12 +338,15 @@ def test_wrong_acl_token_is_a_typed_error_without_the_token(clock: FakeClock, co
 
 
 def test_a_token_that_cannot_read_keys_fails_start_instead_of_seeing_empty_groups(
-        clock: FakeClock, coords: Any, caplog: Any) -> None:
+    clock: FakeClock, coords: Any, caplog: Any
+) -> None:
     # Consul would filter its list reads to nothing (404) rather than refuse them.
     caplog.set_level(logging.DEBUG)
-    with ConsulTestServer(session_ttl_min=1, clock=clock,
-                          acl_tokens={"no-key-read": {"session:write"},
-                                      "observer": {"key:read", "session:write"}}) as server:
+    with ConsulTestServer(
+        session_ttl_min=1,
+        clock=clock,
+        acl_tokens={"no-key-read": {"session:write"}, "observer": {"key:read", "session:write"}},
+    ) as server:
         c = coords(f"{server.url}?token=no-key-read", start=False)
         with pytest.raises(ConsulAccessDenied) as info:
             c.start()
@@ -346,12 +387,14 @@ def test_ttl_below_the_agents_floor_names_ttl_and_floor(clock: FakeClock, coords
 
 # -- catalog mode ----------------------------------------------------------------------
 
+
 @pytest.fixture
 def catalog(srv: ConsulTestServer) -> consul.Consul:
     c = consul.Consul(host="127.0.0.1", port=srv.port)
     for sid in ("web-a", "web-b"):
-        c.agent.service.register("web", service_id=sid, address=f"10.0.0.{sid[-1] == 'a' and 1 or 2}",
-                                 port=80, check=consul.Check.ttl("30s"))
+        c.agent.service.register(
+            "web", service_id=sid, address=f"10.0.0.{sid[-1] == 'a' and 1 or 2}", port=80, check=consul.Check.ttl("30s")
+        )
     c.agent.check.ttl_pass("service:web-a")
     return c
 
@@ -371,7 +414,9 @@ def test_catalog_reads_are_consistent(srv: Any, coords: Any, catalog: Any) -> No
     c.get_members(b"web").get()
     c.get_groups().get()
     assert [(p, "consistent" in q) for m, p, q in srv.requests] == [
-        ("/v1/health/service/web", True), ("/v1/catalog/services", True)]
+        ("/v1/health/service/web", True),
+        ("/v1/catalog/services", True),
+    ]
 
 
 def test_catalog_unknown_service_is_group_not_created(srv: Any, coords: Any, catalog: Any) -> None:
@@ -381,15 +426,13 @@ def test_catalog_unknown_service_is_group_not_created(srv: Any, coords: Any, cat
 
 def test_catalog_member_can_be_the_node_name(srv: Any, coords: Any, catalog: Any) -> None:
     catalog.agent.check.ttl_pass("service:web-b")
-    members = coords(f"{srv.url}?mode=catalog&catalog_member=node").get_members_with_capabilities(
-        b"web").get()
+    members = coords(f"{srv.url}?mode=catalog&catalog_member=node").get_members_with_capabilities(b"web").get()
     [(node, caps)] = members.items()
     assert len(caps["instances"]) == 2
 
 
 @pytest.mark.parametrize("op", ["join_group", "leave_group", "create_group", "delete_group"])
-def test_catalog_writes_raise_read_only_saying_why(srv: Any, coords: Any, catalog: Any,
-                                                   op: str) -> None:
+def test_catalog_writes_raise_read_only_saying_why(srv: Any, coords: Any, catalog: Any, op: str) -> None:
     c = coords(f"{srv.url}?mode=catalog")
     with pytest.raises(CatalogReadOnly, match="registered with Consul by operators") as info:
         getattr(c, op)(b"web").get()
@@ -444,7 +487,9 @@ def test_catalog_leave_is_read_only_and_also_not_joined(srv: Any, coords: Any, c
 def test_https_url_uses_tls_options(tmp_path: Any) -> None:
     c = backend.default_factory(
         f"consul+https://consul.example:8501?ca_file={tmp_path}/ca.pem"
-        f"&cert_file={tmp_path}/c.pem&key_file={tmp_path}/k.pem&token=s3cret", b"m")
+        f"&cert_file={tmp_path}/c.pem&key_file={tmp_path}/k.pem&token=s3cret",
+        b"m",
+    )
     http = c._api.client.http
     assert http.base_uri == "https://consul.example:8501"
     assert http.verify == f"{tmp_path}/ca.pem"

@@ -119,8 +119,10 @@ def test_a_lost_lock_key_race_is_decided_by_cas(srv: Any, coords: Any) -> None:
     a._api.kv_put = put  # type: ignore[method-assign]
     assert not reader.acquire(shared=True, blocking=False)  # its cas write lost, re-read: refused
     assert [h["member"] for h in _listed(srv, "x").values()] == ["m2"]
-    assert set(_lock_keys(srv, "x")) == {f"servicegroup/=locks/x/{writer._hold.token}",
-                                         "servicegroup/=locks/x/.lock"}  # reader withdrew its key
+    assert set(_lock_keys(srv, "x")) == {
+        f"servicegroup/=locks/x/{writer._hold.token}",
+        "servicegroup/=locks/x/.lock",
+    }  # reader withdrew its key
 
 
 def test_leader_is_the_member_holding_the_leader_key(srv: Any, coords: Any) -> None:

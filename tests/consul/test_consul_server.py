@@ -30,6 +30,7 @@ def http(srv: ConsulTestServer) -> Any:
     def call(method: str, path: str, body: Any = None, **kw: Any) -> requests.Response:
         data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
         return requests.request(method, base + path, data=data, timeout=10, **kw)
+
     return call
 
 
@@ -40,6 +41,7 @@ def session(http: Any, **body: Any) -> str:
 
 
 # -- durations ---------------------------------------------------------------
+
 
 def test_go_durations_parse_like_consul() -> None:
     assert parse_duration("15s") == 15
@@ -53,6 +55,7 @@ def test_go_durations_parse_like_consul() -> None:
 
 
 # -- KV ----------------------------------------------------------------------
+
 
 def test_kv_get_missing_key_is_404_with_an_index(http: Any) -> None:
     resp = http("GET", "/v1/kv/nope")
@@ -125,10 +128,26 @@ def _kv_path(key: str) -> str:
     return "/v1/kv/" + urllib.parse.quote(key, safe="/").replace(".", "%2E")
 
 
-@pytest.mark.parametrize("key", [
-    "a b", "a%2Fb", "caf\u00e9", "a:b", "a!b", "a*b", "a\nb", "x\n",  # outside the pattern
-    "..", "a/../b", "a..b", "g/..", ".", "a/./b", "g/.",  # path traversal
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "a b",
+        "a%2Fb",
+        "caf\u00e9",
+        "a:b",
+        "a!b",
+        "a*b",
+        "a\nb",
+        "x\n",  # outside the pattern
+        "..",
+        "a/../b",
+        "a..b",
+        "g/..",
+        ".",
+        "a/./b",
+        "g/.",  # path traversal
+    ],
+)
 def test_kv_refuses_keys_consul_1_21_5_refuses(srv: Any, http: Any, key: str) -> None:
     for method in ("PUT", "GET", "DELETE"):
         resp = http(method, _kv_path(key), b"v" if method == "PUT" else None)
@@ -152,6 +171,7 @@ def test_stale_with_consistent_is_400_and_requests_are_recorded(srv: Any, http: 
 
 # -- sessions ----------------------------------------------------------------
 
+
 def test_session_ttl_below_floor_is_refused_with_500(http: Any) -> None:
     resp = http("PUT", "/v1/session/create", {"TTL": "0.5s"})
     assert resp.status_code == 500
@@ -166,8 +186,7 @@ def test_session_default_floor_is_consuls_10s(clock: FakeClock) -> None:
     with ConsulTestServer(clock=clock) as server:
         c = consul.Consul(host="127.0.0.1", port=server.port)
         with pytest.raises(consul.ConsulException, match=r"\[10s=24h0m0s\]"):
-            c.http.put(consul.callback.CB.json(), "/v1/session/create",
-                       data=json.dumps({"TTL": "9s"}))
+            c.http.put(consul.callback.CB.json(), "/v1/session/create", data=json.dumps({"TTL": "9s"}))
         assert c.session.create(ttl=10)
 
 
@@ -207,8 +226,7 @@ def test_behavior_delete_removes_held_keys_on_expiry(srv: Any, http: Any, clock:
     assert [e["Key"] for e in http("GET", "/v1/kv/m/?recurse").json()] == ["m/other"]
 
 
-def test_behavior_release_keeps_keys_and_lock_delay_blocks_reacquire(
-        srv: Any, http: Any, clock: FakeClock) -> None:
+def test_behavior_release_keeps_keys_and_lock_delay_blocks_reacquire(srv: Any, http: Any, clock: FakeClock) -> None:
     s1 = session(http, LockDelay="15s")
     http("PUT", f"/v1/kv/l?acquire={s1}", b"x")
     http("PUT", f"/v1/session/destroy/{s1}")
@@ -222,6 +240,7 @@ def test_behavior_release_keeps_keys_and_lock_delay_blocks_reacquire(
 
 # -- blocking queries ----------------------------------------------------------
 
+
 def test_blocking_query_returns_when_the_prefix_changes(http: Any) -> None:
     http("PUT", "/v1/kv/w/a", b"1")
     index = http("GET", "/v1/kv/w/?recurse").headers["X-Consul-Index"]
@@ -229,6 +248,7 @@ def test_blocking_query_returns_when_the_prefix_changes(http: Any) -> None:
 
     def block() -> None:
         got["resp"] = http("GET", f"/v1/kv/w/?recurse&index={index}&wait=60s")
+
     t = threading.Thread(target=block)
     t.start()
     http("PUT", "/v1/kv/elsewhere", b"")  # other prefix: must not matter
@@ -246,6 +266,7 @@ def test_blocking_query_with_old_index_answers_at_once(http: Any) -> None:
 
 
 # -- agent services, checks and health -------------------------------------------
+
 
 def test_ttl_check_starts_critical_and_passes_until_its_ttl(srv: Any, clock: FakeClock) -> None:
     c = consul.Consul(host="127.0.0.1", port=srv.port)
@@ -289,29 +310,39 @@ def test_catalog_services_lists_names_and_deregister_removes(srv: Any) -> None:
 
 # -- ACL -------------------------------------------------------------------------
 
+
 def test_acl_unknown_token_is_acl_not_found_on_every_endpoint(clock: FakeClock) -> None:
     with ConsulTestServer(acl_token="root", clock=clock) as server:
         base = f"http://{server.address}"
-        answers = [requests.request(method, base + path, headers={"X-Consul-Token": "nope"},
-                                    timeout=10)
-                   for method, path in [("GET", "/v1/kv/x"), ("GET", "/v1/kv/?recurse"),
-                                        ("GET", "/v1/kv/p/?keys"), ("PUT", "/v1/kv/x"),
-                                        ("DELETE", "/v1/kv/x"), ("PUT", "/v1/session/create"),
-                                        ("GET", "/v1/catalog/services")]]
+        answers = [
+            requests.request(method, base + path, headers={"X-Consul-Token": "nope"}, timeout=10)
+            for method, path in [
+                ("GET", "/v1/kv/x"),
+                ("GET", "/v1/kv/?recurse"),
+                ("GET", "/v1/kv/p/?keys"),
+                ("PUT", "/v1/kv/x"),
+                ("DELETE", "/v1/kv/x"),
+                ("PUT", "/v1/session/create"),
+                ("GET", "/v1/catalog/services"),
+            ]
+        ]
     assert [(r.status_code, r.text) for r in answers] == [(403, "ACL not found")] * len(answers)
 
 
 def test_acl_single_key_reads_and_writes_without_permission_are_403(clock: FakeClock) -> None:
-    with ConsulTestServer(acl_token="root", acl_read_token="reader", clock=clock,
-                          acl_tokens={"sessions-only": {"session:write"}}) as server:
+    with ConsulTestServer(
+        acl_token="root", acl_read_token="reader", clock=clock, acl_tokens={"sessions-only": {"session:write"}}
+    ) as server:
         url = f"http://{server.address}/v1/kv/p/x"
         assert requests.put(url, headers={"X-Consul-Token": "root"}, timeout=10).json() is True
         refused = []
         for token in (None, "sessions-only"):
             headers = {"X-Consul-Token": token} if token else {}
-            refused += [requests.get(url, headers=headers, timeout=10),
-                        requests.put(url, headers=headers, timeout=10),
-                        requests.delete(url, headers=headers, timeout=10)]
+            refused += [
+                requests.get(url, headers=headers, timeout=10),
+                requests.put(url, headers=headers, timeout=10),
+                requests.delete(url, headers=headers, timeout=10),
+            ]
         refused.append(requests.put(url, headers={"X-Consul-Token": "reader"}, timeout=10))
         assert requests.get(url, headers={"X-Consul-Token": "reader"}, timeout=10).status_code == 200
     assert [r.status_code for r in refused] == [403] * 7
@@ -321,8 +352,7 @@ def test_acl_single_key_reads_and_writes_without_permission_are_403(clock: FakeC
 
 
 def test_acl_list_reads_without_permission_are_filtered_not_refused(clock: FakeClock) -> None:
-    with ConsulTestServer(acl_token="root", clock=clock,
-                          acl_tokens={"sessions-only": {"session:write"}}) as server:
+    with ConsulTestServer(acl_token="root", clock=clock, acl_tokens={"sessions-only": {"session:write"}}) as server:
         base = f"http://{server.address}/v1/kv/"
         for key in ("p/a", "p/b"):
             requests.put(base + key, headers={"X-Consul-Token": "root"}, timeout=10)
@@ -330,8 +360,9 @@ def test_acl_list_reads_without_permission_are_filtered_not_refused(clock: FakeC
         answers = {}
         for token in (None, "sessions-only"):
             headers = {"X-Consul-Token": token} if token else {}
-            answers[token] = [requests.get(base + q, headers=headers, timeout=10)
-                              for q in ("p/?recurse", "p/?keys", "?keys")]
+            answers[token] = [
+                requests.get(base + q, headers=headers, timeout=10) for q in ("p/?recurse", "p/?keys", "?keys")
+            ]
     assert len(root.json()) == 2 and "X-Consul-Results-Filtered-By-ACLs" not in root.headers
     for recurse, keys, root_keys in answers.values():
         assert (recurse.status_code, keys.status_code) == (404, 404)  # silently empty, not 403
@@ -356,10 +387,20 @@ def test_acl_wrong_token_is_acl_not_found_and_none_is_permission_denied(clock: F
 
 # -- wrapper command ---------------------------------------------------------------
 
+
 def test_run_wrapper_exports_address_and_returns_the_commands_code(tmp_path: Any) -> None:
     out = tmp_path / "env"
-    code = main(["run", "--session-ttl-min", "1s", "--", "sh", "-c",
-                 f'echo "$CONSUL_HTTP_ADDR $SERVICEGROUP_CONSUL_URL" > {out}; exit 3'])
+    code = main(
+        [
+            "run",
+            "--session-ttl-min",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            f'echo "$CONSUL_HTTP_ADDR $SERVICEGROUP_CONSUL_URL" > {out}; exit 3',
+        ]
+    )
     addr, url = out.read_text().split()
     assert code == 3
     assert addr.startswith("127.0.0.1:") and url == f"consul://{addr}"

@@ -14,5 +14,4 @@ from __future__ import annotations
 from servicegroup.testing.consul.server import ConsulTestServer, fake_clock_server, validate_key
 from servicegroup.testing.consul.state import ApiError, ConsulState, parse_duration
 
-__all__ = ["ApiError", "ConsulState", "ConsulTestServer", "fake_clock_server", "parse_duration",
-           "validate_key"]
+__all__ = ["ApiError", "ConsulState", "ConsulTestServer", "fake_clock_server", "parse_duration", "validate_key"]

@@ -14,8 +14,7 @@ import uuid
 from servicegroup.testing.consul.wire import ApiError
 
 #: Permissions of the ACL model. Grants are per token, not per key prefix.
-PERMISSIONS = frozenset({"key:read", "key:write", "session:read", "session:write",
-                         "service:read", "service:write"})
+PERMISSIONS = frozenset({"key:read", "key:write", "session:read", "session:write", "service:read", "service:write"})
 READ_ONLY = frozenset({"key:read", "session:read", "service:read"})
 #: The anonymous token's AccessorID in every Consul cluster.
 ANONYMOUS = "00000000-0000-0000-0000-000000000002"

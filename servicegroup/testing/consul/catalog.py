@@ -70,21 +70,39 @@ class Catalog(RaftIndex):
                 dereg_s = parse_duration(dereg) if dereg else None
             except ValueError as exc:
                 raise ApiError(400, f"Request decode failed: {exc}") from None
-            cid = raw.get("checkid") or raw.get("id") or (
-                f"service:{sid}" if len(raw_checks) == 1 else f"service:{sid}:{n}")
+            cid = (
+                raw.get("checkid")
+                or raw.get("id")
+                or (f"service:{sid}" if len(raw_checks) == 1 else f"service:{sid}:{n}")
+            )
             status = raw.get("status") or "critical"
             now = self.clock()
-            checks.append(Check(cid, raw.get("name") or f"Service '{name}' check", sid, ttl, status,
-                                deadline=now + ttl if status != "critical" else None,
-                                deregister_after=dereg_s,
-                                critical_since=now if status == "critical" else None))
+            checks.append(
+                Check(
+                    cid,
+                    raw.get("name") or f"Service '{name}' check",
+                    sid,
+                    ttl,
+                    status,
+                    deadline=now + ttl if status != "critical" else None,
+                    deregister_after=dereg_s,
+                    critical_since=now if status == "critical" else None,
+                )
+            )
         with self.cond:
             old = self.services.get(sid)
             idx = self._bump()
             self.services[sid] = Service(
-                sid, name, list(body.get("tags") or []), body.get("address") or "",
-                int(body.get("port") or 0), dict(body.get("meta") or {}),
-                old.create_index if old else idx, idx, checks)
+                sid,
+                name,
+                list(body.get("tags") or []),
+                body.get("address") or "",
+                int(body.get("port") or 0),
+                dict(body.get("meta") or {}),
+                old.create_index if old else idx,
+                idx,
+                checks,
+            )
             self.service_index[name] = idx
             if old and old.name != name:
                 self.service_index[old.name] = idx
@@ -93,8 +111,10 @@ class Catalog(RaftIndex):
     def service_deregister(self, service_id: str) -> None:
         with self.cond:
             if service_id not in self.services:
-                raise ApiError(404, f'Unknown service ID "{service_id}". Ensure that the service ID '
-                                    "is passed, not the service name.")
+                raise ApiError(
+                    404,
+                    f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.',
+                )
             self._deregister(service_id)
 
     def _deregister(self, service_id: str) -> None:
@@ -123,8 +143,9 @@ class Catalog(RaftIndex):
                         chk.deadline = self.clock() + chk.ttl
                         self._set_check(svc, chk, status, note)
                         return
-            raise ApiError(404, f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
-                                "not the check name.")
+            raise ApiError(
+                404, f'Unknown check ID "{check_id}". Ensure that the check ID is passed, not the check name.'
+            )
 
     def _expire_checks(self, now: float) -> None:
         """Turn overdue TTL checks critical; deregister services critical too long."""
@@ -132,9 +153,12 @@ class Catalog(RaftIndex):
             for chk in svc.checks:
                 if chk.deadline is not None and chk.deadline <= now and chk.status != "critical":
                     self._set_check(svc, chk, "critical", "TTL expired")
-                if (chk.status == "critical" and chk.deregister_after is not None
-                        and chk.critical_since is not None
-                        and now - chk.critical_since >= chk.deregister_after):
+                if (
+                    chk.status == "critical"
+                    and chk.deregister_after is not None
+                    and chk.critical_since is not None
+                    and now - chk.critical_since >= chk.deregister_after
+                ):
                     self._deregister(svc.id)
                     break
 
@@ -161,16 +185,50 @@ class Catalog(RaftIndex):
 
 def _health_entry(svc: Service) -> dict[str, Any]:
     """One ``/v1/health/service`` entry: node, service and checks."""
-    node = {"ID": "00000000-0000-0000-0000-000000000001", "Node": NODE,
-            "Address": "127.0.0.1", "Datacenter": "dc1", "TaggedAddresses": {}, "Meta": {}}
-    checks = [{"Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status",
-               "Status": "passing", "Notes": "", "Output": "Agent alive and reachable",
-               "ServiceID": "", "ServiceName": "", "ServiceTags": []}]
+    node = {
+        "ID": "00000000-0000-0000-0000-000000000001",
+        "Node": NODE,
+        "Address": "127.0.0.1",
+        "Datacenter": "dc1",
+        "TaggedAddresses": {},
+        "Meta": {},
+    }
+    checks = [
+        {
+            "Node": NODE,
+            "CheckID": "serfHealth",
+            "Name": "Serf Health Status",
+            "Status": "passing",
+            "Notes": "",
+            "Output": "Agent alive and reachable",
+            "ServiceID": "",
+            "ServiceName": "",
+            "ServiceTags": [],
+        }
+    ]
     for chk in svc.checks:
-        checks.append({"Node": NODE, "CheckID": chk.id, "Name": chk.name, "Status": chk.status,
-                       "Notes": "", "Output": chk.output, "ServiceID": svc.id,
-                       "ServiceName": svc.name, "ServiceTags": svc.tags, "Type": "ttl"})
-    service = {"ID": svc.id, "Service": svc.name, "Tags": svc.tags, "Address": svc.address,
-               "Port": svc.port, "Meta": svc.meta, "CreateIndex": svc.create_index,
-               "ModifyIndex": svc.modify_index}
+        checks.append(
+            {
+                "Node": NODE,
+                "CheckID": chk.id,
+                "Name": chk.name,
+                "Status": chk.status,
+                "Notes": "",
+                "Output": chk.output,
+                "ServiceID": svc.id,
+                "ServiceName": svc.name,
+                "ServiceTags": svc.tags,
+                "Type": "ttl",
+            }
+        )
+    service = {
+        "ID": svc.id,
+        "Service": svc.name,
+        "Tags": svc.tags,
+        "Address": svc.address,
+        "Port": svc.port,
+        "Meta": svc.meta,
+        "CreateIndex": svc.create_index,
+        "ModifyIndex": svc.modify_index,
+    }
     return {"Node": node, "Service": service, "Checks": checks}

@@ -68,8 +68,7 @@ class KVStore(RaftIndex):
                 best = max(best, idx)
         return best or self.kv_index
 
-    def kv_get(self, key: str, recurse: bool, keys: bool, separator: str | None
-               ) -> tuple[int, Any]:
+    def kv_get(self, key: str, recurse: bool, keys: bool, separator: str | None) -> tuple[int, Any]:
         """Return (index, entries|keys|entry); ``None`` payload means 404."""
         with self.cond:
             exact = not (recurse or keys)
@@ -92,8 +91,15 @@ class KVStore(RaftIndex):
             entry = self.kv.get(key)
             return idx, [entry.as_json()] if entry else None
 
-    def kv_put(self, key: str, value: bytes, flags: int = 0, cas: int | None = None,
-               acquire: str | None = None, release: str | None = None) -> bool:
+    def kv_put(
+        self,
+        key: str,
+        value: bytes,
+        flags: int = 0,
+        cas: int | None = None,
+        acquire: str | None = None,
+        release: str | None = None,
+    ) -> bool:
         if acquire and release:
             raise ApiError(400, "Conflicting flags: acquire and release")
         with self.cond:

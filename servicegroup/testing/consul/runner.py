@@ -27,8 +27,12 @@ PROG = "python -m servicegroup.testing.consul"
 def _server(args: argparse.Namespace) -> Any:
     if args.real:
         return real.RealConsulAgent(acl_token=args.acl_token, session_ttl_min=args.session_ttl_min)
-    return ConsulTestServer(session_ttl_min=parse_duration(args.session_ttl_min),
-                            acl_token=args.acl_token, port=args.port, verbose=args.verbose)
+    return ConsulTestServer(
+        session_ttl_min=parse_duration(args.session_ttl_min),
+        acl_token=args.acl_token,
+        port=args.port,
+        verbose=args.verbose,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -54,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Run a command beside a Consul for tests")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start a Consul, run CMD with CONSUL_HTTP_ADDR set, stop")
-    run.add_argument("--session-ttl-min", default="10s",
-                     help="lowest session TTL accepted (Consul's session_ttl_min; default 10s)")
+    run.add_argument(
+        "--session-ttl-min", default="10s", help="lowest session TTL accepted (Consul's session_ttl_min; default 10s)"
+    )
     run.add_argument("--acl-token", default=None, help="require this ACL token on every call")
-    run.add_argument("--port", type=int, default=0,
-                     help="port of the test server (default: a free one; not with --real)")
+    run.add_argument(
+        "--port", type=int, default=0, help="port of the test server (default: a free one; not with --real)"
+    )
     run.add_argument("--verbose", action="store_true", help="log every request to stderr")
-    run.add_argument("--real", action="store_true",
-                     help="a real `consul agent -dev` instead of the test server")
+    run.add_argument("--real", action="store_true", help="a real `consul agent -dev` instead of the test server")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ...")
     return _run(parser.parse_args(argv))

@@ -33,11 +33,16 @@ class Session:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "ID": self.id, "Name": self.name, "Node": NODE,
-            "LockDelay": int(self.lock_delay * 1e9), "Behavior": self.behavior,
+            "ID": self.id,
+            "Name": self.name,
+            "Node": NODE,
+            "LockDelay": int(self.lock_delay * 1e9),
+            "Behavior": self.behavior,
             "TTL": format_duration(self.ttl) if self.ttl else "",
-            "NodeChecks": ["serfHealth"], "ServiceChecks": None,
-            "CreateIndex": self.create_index, "ModifyIndex": self.create_index,
+            "NodeChecks": ["serfHealth"],
+            "ServiceChecks": None,
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.create_index,
         }
 
 

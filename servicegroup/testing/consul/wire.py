@@ -32,8 +32,7 @@ def fold(body: Any) -> Any:
     matches field names case-insensitively and Consul accepts snake_case
     aliases, so ``TTL``, ``ttl`` and ``Ttl`` are one field."""
     if isinstance(body, dict):
-        return {str(k).lower().replace("_", ""): fold(v) if k not in ("Meta", "meta") else v
-                for k, v in body.items()}
+        return {str(k).lower().replace("_", ""): fold(v) if k not in ("Meta", "meta") else v for k, v in body.items()}
     if isinstance(body, list):
         return [fold(v) for v in body]
     return body

@@ -21,11 +21,22 @@ from __future__ import annotations
 from servicegroup.testing.servers.etcd import EtcdServer
 from servicegroup.testing.servers.memcached import MemcachedServer
 from servicegroup.testing.servers.process import (
-    HOST, ServerProcess, ServerStartError, ask, free_port, pid_alive, port_open,
+    HOST,
+    ServerProcess,
+    ServerStartError,
+    ask,
+    free_port,
+    pid_alive,
+    port_open,
 )
 from servicegroup.testing.servers.redis import RedisServer
 from servicegroup.testing.servers.sql import (
-    SHARED_REDIS_URL, SHARED_SQL, drop_session_databases, shared_sql_down, shared_url, sql_url,
+    SHARED_REDIS_URL,
+    SHARED_SQL,
+    drop_session_databases,
+    shared_sql_down,
+    shared_url,
+    sql_url,
 )
 from servicegroup.testing.servers.zookeeper import ZooKeeperServer
 
@@ -50,8 +61,24 @@ def server_class(name: str) -> type[ServerProcess]:
 
 
 __all__ = [
-    "ALIASES", "BY_DRIVER", "HOST", "SHARED_REDIS_URL", "SHARED_SQL", "EtcdServer",
-    "MemcachedServer", "RedisServer", "ServerProcess", "ServerStartError", "ZooKeeperServer",
-    "ask", "drop_session_databases", "free_port", "pid_alive", "port_open", "server_class",
-    "shared_sql_down", "shared_url", "sql_url",
+    "ALIASES",
+    "BY_DRIVER",
+    "HOST",
+    "SHARED_REDIS_URL",
+    "SHARED_SQL",
+    "EtcdServer",
+    "MemcachedServer",
+    "RedisServer",
+    "ServerProcess",
+    "ServerStartError",
+    "ZooKeeperServer",
+    "ask",
+    "drop_session_databases",
+    "free_port",
+    "pid_alive",
+    "port_open",
+    "server_class",
+    "shared_sql_down",
+    "shared_url",
+    "sql_url",
 ]

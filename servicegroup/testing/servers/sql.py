@@ -112,7 +112,8 @@ class SessionDatabases:
                     where = base.render_as_string(hide_password=True)
                     raise SharedServerDown(
                         f"{dialect}: cannot create a test database on {where} "
-                        f"({type(exc.orig).__name__}): run `make services`") from None
+                        f"({type(exc.orig).__name__}): run `make services`"
+                    ) from None
                 self._made[dialect] = name
         return base.set(database=name).render_as_string(hide_password=False)
 
@@ -138,8 +139,9 @@ class _admin:
 
     def __init__(self, base: sa.URL) -> None:
         dialect = base.get_backend_name()
-        self._engine = sa.create_engine(base.set(drivername=_DRIVERS[dialect]),
-                                        isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        self._engine = sa.create_engine(
+            base.set(drivername=_DRIVERS[dialect]), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+        )
 
     def __enter__(self) -> sa.Connection:
         self._conn = self._engine.connect()
@@ -164,8 +166,8 @@ def _drop(conn: sa.Connection, dialect: str, name: str) -> None:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         return
     rows = conn.exec_driver_sql(
-        "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
-        (name,)).fetchall()
+        "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", (name,)
+    ).fetchall()
     for (thread_id,) in rows:
         try:
             conn.exec_driver_sql(f"KILL {int(thread_id)}")
