@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 from typing import Any
 
 from servicegroup import backend
@@ -19,6 +20,27 @@ from servicegroup.cli.common import GroupCommand, count, seconds, view_quiet
 def _stop_on_signals(stop: threading.Event) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+
+
+#: Longest the main thread sleeps in one piece while waiting for a signal.
+_SIGNAL_POLL = 0.25
+
+
+def _wait_in_slices(stop: threading.Event, timeout: float | None = None) -> None:
+    """Wait for *stop* (set by a signal handler) or *timeout* seconds.
+
+    Why slices: the kernel may deliver SIGTERM to any thread (a heartbeat
+    or refresher thread); CPython then only flags it, and the handler runs
+    when the main thread next executes bytecode. A main thread parked in one
+    long ``Event.wait`` would not wake for the handler until its timeout
+    (an hour), so a SIGTERMed member hung instead of leaving.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not stop.is_set():
+        left = _SIGNAL_POLL if deadline is None else min(_SIGNAL_POLL, deadline - time.monotonic())
+        if left <= 0:
+            return
+        stop.wait(left)
 
 
 class Join(GroupCommand):
@@ -40,8 +62,7 @@ class Join(GroupCommand):
             sg.on_membership_event(lambda ev, topic, host: self.out(f"{ev} {topic} {host}"))
             svc = sg.join(parsed_args.host, parsed_args.topic, binary=parsed_args.binary)
             self.out(f"joined {svc.topic} as {svc.host} via {backend.where(sg.url)}")
-            while not stop.wait(3600):
-                pass
+            _wait_in_slices(stop)
         return 0
 
 
@@ -78,5 +99,5 @@ class Watch(GroupCommand):
             # From here on, an outage is logged by the view (once) and watched through.
             self.out(f"watching {parsed_args.topic}: {', '.join(hosts) or '(no live host)'}")
             _stop_on_signals(done)
-            done.wait(parsed_args.timeout or None)
+            _wait_in_slices(done, parsed_args.timeout or None)
         return 0
