@@ -90,7 +90,10 @@ def worker(args: argparse.Namespace) -> int:
             )
 
         part.on_rebalance(on_rebalance, initial=True)
-        stop.wait()
+        # Short waits: a SIGTERM the kernel hands to another thread only runs
+        # its handler when this (main) thread next runs bytecode.
+        while not stop.wait(0.25):
+            pass
         part.stop()
     finally:
         sg.stop()
