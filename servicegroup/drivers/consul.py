@@ -34,12 +34,8 @@ after its last heartbeat). The agent must accept the session TTL
 ``timeout`` is tooz's name for ``ttl``. Non-blocking reads use Consul's
 ``consistent`` mode, backing the ``LINEARIZABLE`` claim (:mod:`.consul_api`).
 
-URL options (:attr:`ConsulDriver.URL_OPTIONS`): ``ttl``/``timeout``
-(default 30), ``token`` (ACL token, sent as ``X-Consul-Token``, never
-logged), ``namespace`` (key prefix, default ``servicegroup``), ``mode``
-(``registered``|``catalog``), ``catalog_member`` (``id``|``node``: what names
-a member in catalog mode), ``ca_file``/``cert_file``/``key_file``/``verify``
-(TLS with ``consul+https``), ``connect_timeout`` (seconds, default 5).
+URL options: :attr:`ConsulDriver.URL_OPTIONS` (what each means, for
+operators: ``docs/consul.md``).
 """
 
 from __future__ import annotations

@@ -28,10 +28,11 @@ reset()     each one is reset (RST to both     (a one-off action: the mode
             ends, SO_LINGER 0 then close)      stays what it was)
 =========== ================================== ===============================
 
-``heal()`` is the brief's ``pass()`` (a keyword in Python). Data is never
-dropped from the middle of a stream (TCP would retransmit it), so what a
-hold or a partition kept is delivered, in order, once it ends: a client
-whose own timeout fired meanwhile has already given up, as in real life.
+``heal()`` ends every fault (``pass`` would say it, but is a keyword in
+Python). Data is never dropped from the middle of a stream (TCP would
+retransmit it), so what a hold or a partition kept is delivered, in order,
+once it ends: a client whose own timeout fired meanwhile has already given
+up, as in real life.
 Under ``drop()`` the proxy stops accepting and keeps its accept queue full
 (listen backlog 0 and one connection of its own), so the kernel drops the
 SYNs of new clients; this relies on Linux's accept-queue behaviour.
