@@ -1,7 +1,7 @@
 """One way for every benchmark to report: a Markdown table on stdout (ready
-to paste into README.md) and the same rows as JSON in
+to paste into docs/benchmarks.md) and the same rows as JSON in
 ``bench/results/<name>.json``, with what produced them, so numbers in the
-README can be traced to a run and compared between runs.
+docs can be traced to a run and compared between runs.
 """
 
 from __future__ import annotations

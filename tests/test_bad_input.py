@@ -1,8 +1,9 @@
 """Bad input: typed errors from the library, secrets masked everywhere.
 
-Each test pins one promise of the README ("Using it"): a typed exception
-from :mod:`servicegroup.errors`, never a raw ValueError or OverflowError,
-and no password or token in any message or ``repr``.
+Each test pins one promise of docs/operations.md ("Bad input is refused",
+"Passwords and tokens"): a typed exception from :mod:`servicegroup.errors`,
+never a raw ValueError or OverflowError, and no password or token in any
+message or ``repr``.
 """
 
 from __future__ import annotations
