@@ -35,6 +35,7 @@ self-healing has a measured baseline. Observed with tooz 9.1 on ZooKeeper
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import time
@@ -93,10 +94,10 @@ def coordinator(url: str, member: bytes, ttl: int = TTL):
 
 
 @contextlib.contextmanager
-def joined(url: str):
+def joined(url: str, ttl: int = TTL):
     """Member ``a`` joined to a new group; observer ``b``; yields (a, b, group)."""
     group = uuid.uuid4().hex.encode()
-    with coordinator(url, b"a") as a, coordinator(url, b"b") as b:
+    with coordinator(url, b"a", ttl) as a, coordinator(url, b"b", ttl) as b:
         a.create_group(group).get()
         a.join_group(group).get()
         assert members(b, group) == {b"a"}
@@ -234,7 +235,12 @@ def test_etcd_revoked_lease_member_gone_heartbeat_silent(fresh_server):
 @pytest.mark.backend("zk")
 def test_zookeeper_restart_keeps_the_session_and_members(fresh_server):
     server = fresh_server("zk")
-    with joined(server.url) as (a, b, group):
+    # The claim is about a restart shorter than the session timeout, so the
+    # session must outlive the restart: a restart costs about what the first
+    # start did (it took 2.6 s on a loaded CI machine, past a 2 s TTL, and
+    # the session rightly expired). Ten first starts, at least 10 s.
+    ttl = max(10, math.ceil(10 * (server.startup_seconds or 1.0)))
+    with joined(server.url, ttl) as (a, b, group):
         session = a._coord.client_id[0]
         server.restart()
         assert wait_for(lambda: members(b, group) == {b"a"})
