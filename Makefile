@@ -21,8 +21,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m servicegroup demo
 
-## Every test: unit, functional against real servers, tooz conformance.
-test: $(STAMP) services
+## Every test: lint first (seconds), unit, functional against real servers,
+## tooz conformance.
+test: $(STAMP) lint services
 	$(PY) -m pytest -q tests functional
 	$(MAKE) --no-print-directory conformance
 
@@ -43,10 +44,14 @@ services:
 bench: $(STAMP) services
 	$(PY) -m bench.run
 
-## ruff's pyflakes rules (pyproject.toml); fails on a finding.
+## ruff's rules, ruff's formatter and mypy --strict (config in
+## pyproject.toml, versions pinned in setup.cfg's lint extra); fails on any
+## finding. `ruff format $(LINTED)` fixes the formatting.
+LINTED := servicegroup tests functional bench examples
 lint: $(STAMP)
-	$(PY) -m pip install -q ruff
-	$(PY) -m ruff check servicegroup tests functional bench examples
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache servicegroup.sqlite

@@ -25,6 +25,7 @@ import datetime
 import logging
 import random
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from servicegroup import backend
@@ -99,14 +100,15 @@ class ServiceGroup:
         self._reader = Reader(
             self.url, self._factory, background=background, replace_after=max(10 * max_staleness, 5.0)
         )
-        clocks = {k: v for k, v in (("clock", clock), ("wall_clock", wall_clock)) if v is not None}
+        clock = clock or time.monotonic
         self._view = MembershipView(
             self._reader.fetch,
             max_staleness=max_staleness,
             grace=service_down_time,
             start_thread=background,
             on_forget=self._reader.forget,
-            **clocks,
+            clock=clock,
+            wall_clock=wall_clock or time.time,
         )
         self._reader.attach(poke=self._view.poke, watched=self._view.watched)
         self._flags = FlagsCache(
@@ -114,7 +116,7 @@ class ServiceGroup:
             interval=max_staleness,
             on_fence_change=self._view.notify_change,
             background=background,
-            **({"clock": clock} if clock is not None else {}),
+            clock=clock,
         )
         forksafe.register(self, ServiceGroup._after_fork)
         self._flags.start()

@@ -11,33 +11,44 @@ service's detection bound; an empty answer is
 :class:`~servicegroup.errors.NoLiveHosts`, never a guess. Acks and nacks
 (:meth:`MatchMaker.ack_alive`, :meth:`MatchMaker.expire`) feed what a
 sender learns back into liveness without ever overruling the backend.
-Works on every liveness backend: it only calls the facade.
+Works on every liveness backend: it only calls the facade, through the
+methods :class:`~servicegroup.protocols.Membership` names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import itertools
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from servicegroup import errors
 from servicegroup import names
+from servicegroup.hashring import HashRing, capability_weight
+from servicegroup.protocols import Membership
+
+T = TypeVar("T")
+
+#: Live hosts of a topic (or of one ``topic.host``) with their capabilities.
+Members = Mapping[str, Mapping[str, Any]]
+#: Turns a non-empty answer into what a lookup returns: ``pick(name, members)``.
+Pick = Callable[[str, Members], T]
 
 LOG = logging.getLogger(__name__)
 
 
 class MatchMaker:
-    """Topic lookups over a :class:`~servicegroup.api.ServiceGroup`."""
+    """Topic lookups over a :class:`~servicegroup.api.ServiceGroup` (or
+    anything else that is a :class:`~servicegroup.protocols.Membership`)."""
 
-    def __init__(self, sg: Any) -> None:
+    def __init__(self, sg: Membership) -> None:
         self._sg = sg
         self._lock = threading.Lock()
         self._known: set[str] = set()
-        self._rotation: dict[str, itertools.count] = {}
-        self._rings: dict[str, tuple[frozenset[tuple[str, float]], Any]] = {}
+        self._rotation: dict[str, itertools.count[int]] = {}
+        self._rings: dict[str, tuple[frozenset[tuple[str, float]], HashRing]] = {}
         self._local_only_nacks: set[tuple[str, str]] = set()
         self._warned: set[tuple[str, str]] = set()
 
@@ -74,7 +85,7 @@ class MatchMaker:
         next host in rotation (round robin).
         """
 
-        def pick(name: str, members: Mapping[str, Any]) -> str:
+        def pick(name: str, members: Members) -> str:
             hosts = sorted(members)
             if len(hosts) == 1:
                 return hosts[0]
@@ -92,7 +103,7 @@ class MatchMaker:
         caps = self._sg.members(topic).get(host)
         if caps is None:
             raise errors.NoLiveHosts(f"{topic}.{host}")
-        return caps
+        return dict(caps)
 
     # -- acks and nacks ----------------------------------------------------
 
@@ -138,7 +149,7 @@ class MatchMaker:
 
     # -- internals ---------------------------------------------------------
 
-    def _resolve(self, name: str) -> dict[str, Any]:
+    def _resolve(self, name: str) -> Members:
         """Live hosts (with capabilities) that *name* stands for; no I/O once
         the topics are in the view.
 
@@ -164,7 +175,7 @@ class MatchMaker:
                 self._known.add(name)
         return members
 
-    def _answer(self, name: str, wait: float | None, pick: Any) -> Any:
+    def _answer(self, name: str, wait: float | None, pick: Pick[T]) -> T:
         name = names.check(name, "topic")
         members = self._resolve(name)
         if members:
@@ -173,7 +184,7 @@ class MatchMaker:
             raise errors.NoLiveHosts(name)
         return self._wait_for_first(name, wait, pick)
 
-    def _wait_for_first(self, name: str, wait: float, pick: Any) -> Any:
+    def _wait_for_first(self, name: str, wait: float, pick: Pick[T]) -> T:
         """Wait up to *wait* seconds, woken by join events, for a first host."""
         changed = threading.Event()
         watched = [name]
@@ -197,10 +208,8 @@ class MatchMaker:
             for handle in handles:
                 handle.cancel()
 
-    def _ring(self, topic: str, members: Mapping[str, Any]) -> Any:
+    def _ring(self, topic: str, members: Members) -> HashRing:
         """The hash ring over *members*, rebuilt only when they change."""
-        from servicegroup.hashring import HashRing, capability_weight
-
         shape = frozenset(
             (h, capability_weight(c, member=h, warned=self._warned, group=topic)) for h, c in members.items()
         )

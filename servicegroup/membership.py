@@ -53,8 +53,10 @@ class Members(dict[str, Capabilities]):
     """What a fetch returns: host -> capabilities, plus, where the backend
     records them, each host's last heartbeat (``beats``, epoch seconds)."""
 
-    def __init__(self, members: Mapping[str, Capabilities] = (), beats: Mapping[str, float] | None = None) -> None:
-        super().__init__(members)
+    def __init__(
+        self, members: Mapping[str, Capabilities] | None = None, beats: Mapping[str, float] | None = None
+    ) -> None:
+        super().__init__(members or {})
         self.beats: dict[str, float] = dict(beats or {})
 
 

@@ -15,7 +15,7 @@ renames them, :func:`subscribe` returns ``None`` and the view just polls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 import logging
 import threading
 from typing import Any
@@ -64,7 +64,9 @@ def _zookeeper(coord: Any, topic: str, poke: Callable[[], None]) -> Cancel:
 
 def _etcd(coord: Any, topic: str, poke: Callable[[], None]) -> Cancel:
     prefix = coord._prefix_group(topic.encode()).decode()
-    events, cancel = coord.client.watch_prefix(prefix)
+    # etcd3gw: an iterator of events, and the function that ends the stream.
+    watch: tuple[Iterator[Any], Cancel] = coord.client.watch_prefix(prefix)
+    events, cancel = watch
 
     def pump() -> None:
         try:

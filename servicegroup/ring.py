@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from servicegroup import errors, names
 from servicegroup.hashring import (  # re-exported: servicegroup.ring is where users look
@@ -27,10 +27,12 @@ from servicegroup.hashring import (  # re-exported: servicegroup.ring is where u
     key_bytes,
     capability_weight,
 )
+from servicegroup.protocols import GroupView
 
 LOG = logging.getLogger(__name__)
 
-RebalanceCallback = Callable[[set, set], None]
+#: ``callback(gained, lost)``: keys of the caller's key set this member gained and lost.
+RebalanceCallback = Callable[[set[Key], set[Key]], None]
 
 __all__ = [
     "DEFAULT_POINTS",
@@ -43,26 +45,6 @@ __all__ = [
     "RebalanceHandle",
     "capability_weight",
 ]
-
-
-class _WatchHandle(Protocol):
-    def cancel(self) -> None: ...
-
-
-class _GroupView(Protocol):
-    """The part of the ServiceGroup facade a Partitioner depends on."""
-
-    def members(self, topic: str) -> Mapping[str, Mapping[str, Any] | None]: ...
-
-    def watch(
-        self,
-        topic: str,
-        on_join: Callable[[str, str], None] | None = None,
-        on_leave: Callable[[str, str], None] | None = None,
-        on_change: Callable[[str], None] | None = None,
-    ) -> _WatchHandle: ...
-
-    def joined_hosts(self, topic: str) -> list[str]: ...
 
 
 class RebalanceHandle:
@@ -99,7 +81,7 @@ class Partitioner:
 
     def __init__(
         self,
-        sg: _GroupView,
+        sg: GroupView,
         group: str,
         *,
         host: str | None = None,
@@ -329,7 +311,7 @@ class Partitioner:
                     self._call(cb, set(gained), set(lost))
             return True
 
-    def _call(self, callback: RebalanceCallback, gained: set, lost: set) -> None:
+    def _call(self, callback: RebalanceCallback, gained: set[Key], lost: set[Key]) -> None:
         try:
             callback(gained, lost)
         except Exception:

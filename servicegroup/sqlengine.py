@@ -154,7 +154,7 @@ def retryable(exc: sa_exc.DBAPIError) -> bool:
     orig = exc.orig
     if getattr(orig, "pgcode", None) in _RETRY_PGCODES:
         return True
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = getattr(orig, "args", ())
     return bool(args) and args[0] in _RETRY_MYSQL
 
 

@@ -342,6 +342,20 @@ def test_dead_leader_is_replaced_and_the_new_one_told_once(url: str, coord: sql.
     assert coord.get_leader(b"g").get() == b"host-1"
 
 
+def test_losing_the_race_to_insert_the_leader_row_is_not_an_error(coord: sql.SQLDriver) -> None:
+    # Two coordinators both saw no leader row; the other one's INSERT
+    # committed first, so ours hits the primary key. That is "not elected",
+    # not an exception out of run_watchers (it once was a TypeError: the
+    # conflict error could not be built without a message).
+    events: list[coordination.LeaderElected] = []
+    coord.create_group(b"g").get()
+    coord.watch_elected_as_leader(b"g", events.append)
+    clash = sa.exc.IntegrityError("INSERT INTO leaders ...", {}, Exception("UNIQUE constraint failed"))
+    with mock.patch.object(sql.sql_sessions, "take_leadership", side_effect=clash):
+        coord.run_watchers()
+    assert events == []
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_does_not_reuse_the_parents_pooled_connections(coord: sql.SQLDriver) -> None:
     coord.create_group(b"g").get()  # the pool now holds a connection

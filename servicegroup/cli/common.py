@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import traceback
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 import urllib.parse
 
 from cliff import command
@@ -159,7 +159,7 @@ def require_records(records_url: str) -> None:
     from servicegroup.records import engine as records_engine
     from servicegroup.records.models import services
 
-    table = cast(sa.Table, services).name
+    table = services.name
     parsed = records_engine.parse(records_url)  # InvalidURL before anything else
     where = redact(records_url)
     if parsed.get_backend_name() == "sqlite":

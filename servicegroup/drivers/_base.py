@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 import contextlib
 import math
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import tooz
 from tooz import coordination
@@ -39,10 +39,19 @@ class InvalidId(tooz.ToozError, errors.InvalidName):
     """
 
 
-class SyncResult(coordination.CoordAsyncResult, Generic[T]):  # tooz < 9 is not generic
+if TYPE_CHECKING:  # mypy checks against tooz >= 9, whose result class is generic
+    _AsyncResult = coordination.CoordAsyncResult
+else:
+
+    class _AsyncResult(coordination.CoordAsyncResult, Generic[T]):
+        """tooz < 9 (on Python 3.10) has a result class that cannot be subscripted."""
+
+
+class SyncResult(_AsyncResult[T]):
     """A result computed before it was returned (see module docstring)."""
 
     def __init__(self, value: T | None = None, error: BaseException | None = None) -> None:
+        # value is None only for a result that is None or that failed (error set).
         self._value = value
         self._error = error
 
@@ -61,7 +70,7 @@ class SyncResult(coordination.CoordAsyncResult, Generic[T]):  # tooz < 9 is not 
     def get(self, timeout: float | None = None) -> T:
         if self._error is not None:
             raise self._error
-        return self._value  # type: ignore[return-value]
+        return cast(T, self._value)  # no error: the value is the T that fn returned
 
     def done(self) -> bool:
         return True

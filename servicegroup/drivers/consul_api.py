@@ -178,7 +178,11 @@ class ConsulAPI:
             return str(consul_callback.CB.json(is_id=True)(resp))
 
         with self.errors("creating a session"):
-            return self.client.http.put(answer, "/v1/session/create", data=body, headers=self.client.prepare_headers())
+            # py-consul's http.put returns what the callback (answer) returns.
+            session_id: str = self.client.http.put(
+                answer, "/v1/session/create", data=body, headers=self.client.prepare_headers()
+            )
+            return session_id
 
     def session_renew(self, session_id: str) -> bool:
         """Renew; ``False`` when Consul no longer knows the session (404)."""
@@ -209,7 +213,7 @@ class ConsulAPI:
         """GET a key or prefix: ``(index, data)``; data is ``None`` on 404.
         ``consistent`` unless it is a blocking query (module docstring)."""
         with self.errors(doing or f"reading {key!r}"):
-            return self.client.kv.get(
+            found: tuple[str, Any] = self.client.kv.get(
                 key,
                 recurse=recurse,
                 keys=keys,
@@ -218,6 +222,7 @@ class ConsulAPI:
                 wait=wait,
                 consistency=None if index else "consistent",
             )
+            return found
 
     def kv_put(
         self,

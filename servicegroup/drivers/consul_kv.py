@@ -159,7 +159,9 @@ class KVGroups:
                     pass  # LOCKS, or a key that is not ours
         return out
 
-    def _value(self, capabilities: Capabilities | None, created_at: str | None = None) -> str:
+    def _value(self, capabilities: Capabilities | bytes | None, created_at: str | None = None) -> str:
+        # tooz annotates capabilities as a dict, but its own suite and older
+        # callers pass bytes (b"" being tooz's historical default).
         if isinstance(capabilities, (bytes, bytearray)):
             capabilities = None if not capabilities else {"__bytes__": bytes(capabilities).hex()}
         try:

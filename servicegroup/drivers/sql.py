@@ -28,12 +28,12 @@ stale rows, forgets ``_joined_groups`` and bumps
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import datetime
 import logging
 import random
 import threading
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -47,6 +47,12 @@ from servicegroup.drivers import sql_locks
 from servicegroup.drivers import sql_schema
 from servicegroup.drivers import sql_sessions
 from servicegroup.sqltime import server_epoch
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Row
+
+    #: What _group_rows selects: member_id, capabilities, joined_at, beat_at.
+    MemberRow = Row[Any, Any, Any, Any]
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,6 +68,10 @@ class _SessionLost(Exception):
 
 class _LostRace(tooz.ToozError):
     """Another coordinator inserted the same leader row first."""
+
+    def __init__(self) -> None:
+        # Built with no argument, as a conflict factory; ToozError needs a message.
+        super().__init__("another coordinator took the leadership first")
 
 
 def _epoch_to_datetime(value: float | None) -> datetime.datetime | None:
@@ -221,7 +231,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
     def _live(self) -> Any:
         return sql_sessions.live(self._t)
 
-    def _group_rows(self, group_id: bytes, member_id: bytes | None = None) -> list[Any]:
+    def _group_rows(self, group_id: bytes, member_id: bytes | None = None) -> Sequence[MemberRow]:
         """ONE select: the group row outer-joined to its live members (or
         to one member). No rows: the group does not exist."""
         g, m, s = self._t.groups, self._t.members, self._t.sessions
@@ -235,7 +245,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         )
         return self._read(lambda conn: conn.execute(query).all())
 
-    def _member_rows(self, group_id: bytes) -> list[Any]:
+    def _member_rows(self, group_id: bytes) -> list[MemberRow]:
         """The live members' rows of a group; GroupNotCreated if it has none."""
         gid = _base.to_id(group_id, "group id")
         rows = self._group_rows(gid)
@@ -368,7 +378,7 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
 
         return _base.SyncResult.of(members)
 
-    def _member_row(self, group_id: bytes, member_id: bytes) -> Any:
+    def _member_row(self, group_id: bytes, member_id: bytes) -> MemberRow:
         gid = _base.to_id(group_id, "group id")
         mid = _base.to_id(member_id)
         rows = self._group_rows(gid, mid)
@@ -441,10 +451,12 @@ class SQLDriver(coordination.CoordinationDriverCachedRunWatchers):
         stmt = sa.delete(ld).where(ld.c.group_id == gid, ld.c.session_id == self._session_id)
         return bool(self._run(lambda conn: conn.execute(stmt).rowcount))
 
-    def get_leader(self, group_id: bytes) -> _base.SyncResult[bytes]:
-        def leader() -> Any:
+    # tooz annotates bytes, but a group without a leader answers None (its suite asserts it).
+    def get_leader(self, group_id: bytes) -> _base.SyncResult[bytes | None]:  # type: ignore[override]
+        def leader() -> bytes | None:
             query = sql_sessions.leader_of(self._t, _base.to_id(group_id, "group id"))
-            return self._read(lambda conn: conn.execute(query).scalar())
+            member_id: bytes | None = self._read(lambda conn: conn.execute(query).scalar())
+            return member_id
 
         return _base.SyncResult.of(leader)
 

@@ -53,8 +53,8 @@ class Id(sa.types.TypeDecorator[bytes]):
             return value
         return value.decode("utf-8")
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
-        if value is None or isinstance(value, bytes):
+    def process_result_value(self, value: str | bytes | None, dialect: Dialect) -> bytes | None:
+        if value is None or isinstance(value, bytes):  # NULL, or MySQL's VARBINARY
             return value
         return value.encode("utf-8")
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from sqlalchemy import Boolean, DateTime, Index, Integer, String, UniqueConstraint, false, text
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 #: Name of the unique constraint, nova style; the migration uses the same.
 UNIQUE_LIVE = "uniq_services0host0topic0deleted"
@@ -38,29 +39,29 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: Any) -> Any:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name in ("mysql", "mariadb"):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+    def process_result_value(self, value: datetime | str | None, dialect: Dialect) -> datetime | None:
         return as_utc(value)
 
 
-def as_utc(value: Any) -> datetime | None:
+def as_utc(value: datetime | str | None) -> datetime | None:
     """A database datetime (naive UTC, or aware) as an aware UTC datetime."""
     if value is None:
         return None
-    if isinstance(value, str):  # SQLite, when the column type is lost
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    # A string: SQLite, when the column type is lost.
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -95,4 +96,6 @@ class ServiceRow(Base):
 
 
 #: The Core table the repository writes through (one statement per call).
-services = ServiceRow.__table__
+#: Looked up in the metadata, where it is typed as the Table it is
+#: (``ServiceRow.__table__`` is declared as any FromClause).
+services = Base.metadata.tables[ServiceRow.__tablename__]

@@ -16,14 +16,13 @@ Rules every method keeps, and why:
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
 import dataclasses
 from datetime import datetime
 import logging
 from typing import Any
 import uuid as uuidlib
 
-from sqlalchemy import insert, select, true, update
+from sqlalchemy import RowMapping, insert, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -65,7 +64,7 @@ class Service:
         return dataclasses.replace(self, up=up, last_seen_up=last_seen_up)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Service:
+    def from_row(cls, row: RowMapping) -> Service:
         return cls(
             id=int(row["id"]),
             uuid=row["uuid"],

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import contextlib
 from pathlib import Path
 import time
+from typing import Any
 import zlib
 
 from alembic import command
@@ -25,6 +26,7 @@ from alembic.config import Config
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import TextClause
 
 from servicegroup import errors
 from servicegroup import sqlengine
@@ -133,9 +135,9 @@ def _lock_key(conn: Connection) -> int:
     return zlib.crc32(f"servicegroup.records.{conn.engine.url.database}".encode())
 
 
-def _release(conn: Connection, stmt: object, params: dict[str, object]) -> None:
+def _release(conn: Connection, stmt: TextClause, params: dict[str, Any]) -> None:
     with contextlib.suppress(Exception):  # a dead connection released it already
         if conn.in_transaction():
             conn.rollback()
-        conn.execute(stmt, params)  # type: ignore[call-overload]
+        conn.execute(stmt, params)
         conn.commit()

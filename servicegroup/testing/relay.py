@@ -178,8 +178,8 @@ class Relay:
     def _loop(self) -> None:
         try:
             self._watch(self._wake_r, selectors.EVENT_READ)
-            while self._running:
-                self._run_commands()
+            while True:  # _running is True here: _start_loop set it first
+                self._run_commands()  # may run _shutdown, which clears _running
                 if not self._running:
                     break
                 self._step()
@@ -217,6 +217,7 @@ class Relay:
         self._update_interest()
         for key, events in self._sel.select(timeout):
             sock = key.fileobj
+            assert isinstance(sock, socket.socket)  # _watch registers sockets only
             if sock is self._wake_r:
                 try:
                     self._wake_r.recv(4096)
@@ -225,7 +226,7 @@ class Relay:
             elif sock is self._listener:
                 self._accept()
             else:
-                self._handle(key.data, sock, events)  # type: ignore[arg-type]
+                self._handle(key.data, sock, events)
 
     def _flush(self, now: float) -> float | None:
         """Send what is due; start upstream connects; return the time until

@@ -10,6 +10,7 @@ open one from ``sqlalchemy.url`` and take the same lock.
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from servicegroup.records import engine as engines
 from servicegroup.records import schema
@@ -18,7 +19,7 @@ from servicegroup.records.models import Base
 config = context.config
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

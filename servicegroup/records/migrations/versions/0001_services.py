@@ -10,6 +10,9 @@ migration must keep creating the schema it created the day it shipped.
 
 from __future__ import annotations
 
+import datetime
+from typing import TypedDict
+
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -20,12 +23,17 @@ branch_labels = None
 depends_on = None
 
 
-def _timestamp() -> sa.types.TypeEngine:
+class _MySQLOptions(TypedDict, total=False):
+    mysql_charset: str
+    mysql_collate: str
+
+
+def _timestamp() -> sa.types.TypeEngine[datetime.datetime]:
     # MySQL's plain DATETIME drops microseconds.
     return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
-def _mysql_options() -> dict[str, str]:
+def _mysql_options() -> _MySQLOptions:
     """utf8mb4 with a binary collation: host names are compared exactly
     ('Node1' and 'node1' are two hosts), as on PostgreSQL and SQLite."""
     bind = op.get_bind()
@@ -33,7 +41,7 @@ def _mysql_options() -> dict[str, str]:
         return {}
     if getattr(bind.dialect, "is_mariadb", False):
         collation = "utf8mb4_nopad_bin"  # also tells 'a' from 'a '
-    elif bind.dialect.server_version_info >= (8, 0, 17):
+    elif (bind.dialect.server_version_info or ()) >= (8, 0, 17):  # known once connected
         collation = "utf8mb4_0900_bin"
     else:
         collation = "utf8mb4_bin"
