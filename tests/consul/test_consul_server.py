@@ -139,13 +139,10 @@ def _kv_path(key: str) -> str:
         "a*b",
         "a\nb",
         "x\n",  # outside the pattern
-        "..",
-        "a/../b",
         "a..b",
-        "g/..",
-        ".",
-        "a/./b",
-        "g/.",  # path traversal
+        "a/..b",
+        "g/b..",  # ".." inside a segment (a whole "." or ".." segment never gets here:
+        # Go's router redirects it first, see test_consul_fidelity.py)
     ],
 )
 def test_kv_refuses_keys_consul_1_21_5_refuses(srv: Any, http: Any, key: str) -> None:
@@ -364,9 +361,11 @@ def test_acl_list_reads_without_permission_are_filtered_not_refused(clock: FakeC
                 requests.get(base + q, headers=headers, timeout=10) for q in ("p/?recurse", "p/?keys", "?keys")
             ]
     assert len(root.json()) == 2 and "X-Consul-Results-Filtered-By-ACLs" not in root.headers
-    for recurse, keys, root_keys in answers.values():
+    for token, (recurse, keys, root_keys) in answers.items():
         assert (recurse.status_code, keys.status_code) == (404, 404)  # silently empty, not 403
-        assert recurse.headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+        # Consul says so in a header, except to a request without a token
+        # (maskResultsFilteredByACLs, agent/consul/rpc.go).
+        assert recurse.headers.get("X-Consul-Results-Filtered-By-ACLs") == ("true" if token else None)
         assert root_keys.status_code == 200 and root_keys.json() == []
 
 

@@ -1,11 +1,21 @@
 """The model's key/value store: reads by prefix, CAS, locks held by sessions.
 
-As in Consul, a KV read's index is the highest ``ModifyIndex`` under its
-prefix; a deleted key leaves a tombstone carrying the index of its
-deletion, so a blocking query on a prefix wakes when a key under it
-vanishes. A key acquired with a session is released (or deleted, under
-``Behavior=delete``) when the session is invalidated, and a session's
-``LockDelay`` keeps others from acquiring its keys for a while after.
+As in Consul (``agent/consul/state/kvs.go``, ``agent/consul/kvs_endpoint.go``):
+
+- a prefix read's index is the highest ``ModifyIndex`` under the prefix; a
+  deleted key leaves a tombstone carrying the index of its deletion, so a
+  blocking query on a prefix wakes when a key under it vanishes; a missing
+  single key answers with the KV table's index (``KVS.Get``);
+- a write that changes nothing (same value, flags, session and lock index:
+  ``DirEntry.Equal`` in ``kvsSetTxn``) stores nothing: ``ModifyIndex`` stays
+  and no blocking query wakes; a delete of nothing writes nothing either;
+- a plain or CAS ``PUT`` keeps the key's session but resets ``LockIndex`` to
+  0 (``kvsSetTxn`` copies the request's, which has none); an empty body is
+  stored as no value (JSON ``null``);
+- a key acquired with a session is released (or deleted, under
+  ``Behavior=delete``) when the session is invalidated, and a session's
+  ``LockDelay`` refuses others' acquires for a while after (checked before
+  the session is, as ``kvsPreApply`` runs before the FSM).
 """
 
 from __future__ import annotations
@@ -57,14 +67,18 @@ class KVStore(RaftIndex):
         raise NotImplementedError
 
     def prefix_index(self, prefix: str, exact: bool = False) -> int:
-        """Consul's index for a KV read: highest ModifyIndex or tombstone
-        under the prefix, else the KV table's index."""
+        """Consul's index for a KV read: the key's ModifyIndex (*exact*) or
+        the highest ModifyIndex or tombstone under the prefix, else the KV
+        table's index."""
+        if exact:
+            entry = self.kv.get(prefix)
+            return entry.modify_index if entry is not None else self.kv_index
         best = 0
         for key, entry in self.kv.items():
-            if key == prefix or (not exact and key.startswith(prefix)):
+            if key.startswith(prefix):
                 best = max(best, entry.modify_index)
         for key, idx in self.tombstones.items():
-            if key == prefix or (not exact and key.startswith(prefix)):
+            if key.startswith(prefix):
                 best = max(best, idx)
         return best or self.kv_index
 
@@ -100,40 +114,43 @@ class KVStore(RaftIndex):
         acquire: str | None = None,
         release: str | None = None,
     ) -> bool:
-        if acquire and release:
-            raise ApiError(400, "Conflicting flags: acquire and release")
+        """One ``PUT``: a set, a CAS, an acquire or a release (the HTTP layer
+        refuses two of them at once)."""
         with self.cond:
             entry = self.kv.get(key)
+            session = entry.session if entry is not None else None
+            lock_index = 0
             if acquire:
+                if self.lock_delays.get(key, 0) > self.clock():
+                    return False
                 if not self._session_exists(acquire):
                     raise ApiError(500, f'invalid session "{acquire}"')
                 if entry is not None and entry.session and entry.session != acquire:
                     return False
-                if self.lock_delays.get(key, 0) > self.clock():
-                    return False
+                held = entry is not None and entry.session == acquire
+                lock_index = (entry.lock_index if entry else 0) + (0 if held else 1)
+                session = acquire
             elif release:
                 if entry is None or entry.session != release:
                     return False
-            elif cas is not None:
-                if cas == 0 and entry is not None:
-                    return False
-                if cas and (entry is None or entry.modify_index != cas):
-                    return False
+                session, lock_index = None, entry.lock_index
+            elif cas is not None and not _cas_matches(entry, cas):
+                return False
+            stored = value or None  # Consul stores an empty body as no value
+            after = (stored, flags, session, lock_index)
+            if entry is not None and (entry.value, entry.flags, entry.session, entry.lock_index) == after:
+                return True  # nothing changes: nothing is written, nobody wakes
             idx = self._bump()
             self.kv_index = idx
             if entry is None:
-                entry = Entry(key, value, flags, idx, idx)
-                self.kv[key] = entry
+                entry = self.kv[key] = Entry(key, stored, flags, idx, idx)
                 self.tombstones.pop(key, None)
-            entry.value, entry.flags, entry.modify_index = value, flags, idx
-            if acquire and entry.session != acquire:
-                entry.session = acquire
-                entry.lock_index += 1
-            if release:
-                entry.session = None
+            entry.value, entry.flags, entry.modify_index = stored, flags, idx
+            entry.session, entry.lock_index = session, lock_index
             return True
 
     def kv_delete(self, key: str, recurse: bool = False, cas: int | None = None) -> bool:
+        """One ``DELETE``; deleting nothing writes nothing."""
         with self.cond:
             if recurse:
                 doomed = [k for k in self.kv if k.startswith(key)]
@@ -142,6 +159,8 @@ class KVStore(RaftIndex):
                 if cas is not None and (entry is None or entry.modify_index != cas):
                     return entry is None  # Consul: nothing to delete counts as done
                 doomed = [key] if entry else []
+            if not doomed:
+                return True
             idx = self._bump()
             self.kv_index = idx
             for k in doomed:
@@ -164,4 +183,12 @@ class KVStore(RaftIndex):
             else:
                 entry.session = None
                 entry.modify_index = idx
-        self.kv_index = idx
+            self.kv_index = idx  # only a session that held keys writes to the KV table
+
+
+def _cas_matches(entry: Entry | None, cas: int) -> bool:
+    """``kvsSetCASTxn``: ``cas=0`` creates only; another index must be the
+    key's ``ModifyIndex``."""
+    if cas == 0:
+        return entry is None
+    return entry is not None and entry.modify_index == cas

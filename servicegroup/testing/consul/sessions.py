@@ -3,7 +3,10 @@
 As in Consul: a TTL must lie between ``session_ttl_min`` (10 s unless the
 agent lowers it) and 24 h; a session is invalidated ``ttl_multiplier`` (2)
 times its TTL after its last renewal, never earlier; on invalidation the
-keys it holds are released, or deleted under ``Behavior=delete``.
+keys it holds are released, or deleted under ``Behavior=delete``. Session
+reads answer with the sessions table's index (``SessionGet`` in
+``agent/consul/state/session.go``), which KV writes do not move; a renewal
+is not a write (the leader only restarts the timer).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Sessions(KVStore):
     def __init__(self) -> None:
         super().__init__()
         self.sessions: dict[str, Session] = {}
+        self.sessions_index = 1
 
     def _session_exists(self, session_id: str) -> bool:
         return session_id in self.sessions
@@ -86,7 +90,7 @@ class Sessions(KVStore):
         if node != NODE:
             raise ApiError(500, f"Missing node registration: {node!r}")
         with self.cond:
-            idx = self._bump()
+            idx = self.sessions_index = self._bump()
             sid = str(uuid.uuid4())
             expires = self.clock() + ttl * self.ttl_multiplier if ttl else None
             self.sessions[sid] = Session(sid, str(body.get("name", "")), ttl, behavior, delay, idx, expires)
@@ -109,17 +113,17 @@ class Sessions(KVStore):
     def session_info(self, session_id: str) -> tuple[int, list[dict[str, Any]]]:
         with self.cond:
             sess = self.sessions.get(session_id)
-            return self.index, ([sess.as_json()] if sess else [])
+            return self.sessions_index, ([sess.as_json()] if sess else [])
 
     def session_list(self) -> tuple[int, list[dict[str, Any]]]:
         with self.cond:
-            return self.index, [s.as_json() for s in self.sessions.values()]
+            return self.sessions_index, [s.as_json() for s in self.sessions.values()]
 
     def _invalidate(self, session_id: str) -> None:
         sess = self.sessions.pop(session_id, None)
         if sess is None:
             return
-        idx = self._bump()
+        idx = self.sessions_index = self._bump()
         self._release_held(session_id, sess.behavior == "delete", sess.lock_delay, idx)
 
     def _expire_sessions(self, now: float) -> float | None:

@@ -39,19 +39,24 @@ def fold(body: Any) -> Any:
 
 
 def parse_duration(text: str | int | float) -> float:
-    """Parse a Go duration ("15s", "1m30s", "0") or a number, in seconds.
+    """Parse a Go duration ("15s", "1m30s", "-1s", "0") or a number, in seconds.
 
-    Like Consul's ``LockDelay``, a bare number is seconds when small and
-    nanoseconds otherwise.
+    As Go's ``time.ParseDuration``: a sign is allowed, "0" is the only
+    number without a unit ("5" is an error). Like Consul's ``LockDelay``, a
+    bare JSON number is seconds when small and nanoseconds otherwise.
     """
     if isinstance(text, (int, float)):
         return float(text) if text < 1_000_000 else text / 1e9
     text = text.strip()
-    if text in ("0", ""):
+    if not text:
         return 0.0
-    if not _DURATION.match(text):
+    sign = -1.0 if text[0] == "-" else 1.0
+    unsigned = text[1:] if text[0] in "+-" else text
+    if unsigned == "0":
+        return 0.0
+    if not _DURATION.match(unsigned):
         raise ValueError(f"time: invalid duration {text!r}")
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+    return sign * sum(float(n) * _UNITS[u] for n, u in _PART.findall(unsigned))
 
 
 def format_duration(seconds: float) -> str:
