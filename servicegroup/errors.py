@@ -45,6 +45,11 @@ class BackendUnavailable(ServiceGroupError, ConnectionError):
     """The liveness backend or records database cannot be reached."""
 
 
+class ValueTooLarge(ServiceGroupError, ValueError):
+    """A value (capabilities, a lock's holder list) is larger than the
+    backend stores; refused before anything is written."""
+
+
 class NotSupported(ServiceGroupError):
     """The backend cannot do what was asked (for example: writes in Consul
     catalog mode, where operators own registration)."""

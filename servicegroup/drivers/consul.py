@@ -52,12 +52,13 @@ from tooz import coordination
 from servicegroup import urls
 from servicegroup.drivers import _base
 from servicegroup.drivers import consul_catalog
-from servicegroup.drivers.consul_api import CatalogReadOnly, ConsulAPI, SessionGone
+from servicegroup.drivers.consul_api import MAX_WAIT, CatalogReadOnly, ConsulAPI, SessionGone
 from servicegroup.drivers.consul_api import (  # the typed errors, re-exported
     CatalogNotJoined,
     ConsulAccessDenied,
     ConsulServerError,
     ConsulUnreachable,
+    ConsulValueTooLarge,
     SessionTTLOutOfRange,
 )
 from servicegroup.drivers.consul_kv import LOCKS, KVGroups, check_namespace, enc
@@ -70,11 +71,14 @@ __all__ = [
     "ConsulDriver",
     "ConsulServerError",
     "ConsulUnreachable",
+    "ConsulValueTooLarge",
     "SessionTTLOutOfRange",
 ]
 
 LOG = logging.getLogger(__name__)
 Capabilities = _base.Capabilities
+#: Shortest blocking query :meth:`ConsulDriver.subscribe` makes (seconds).
+SUBSCRIBE_MIN_WAIT = 1.0
 
 
 def _opt(options: dict[str, Any], name: str) -> str | None:
@@ -241,8 +245,9 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
             self._recover_session()
         return self.session_ttl / 3.0
 
-    def acquire_key(self, key: str, value: str) -> bool:
-        """``PUT key?acquire=<our session>``: True if we hold *key* now.
+    def acquire_key(self, key: str, value: str, what: str | None = None) -> bool:
+        """``PUT key?acquire=<our session>``: True if we hold *key* now
+        (*what* names the value in a :class:`ConsulValueTooLarge`).
 
         A session can expire before a heartbeat notices (a stalled process,
         a paused VM); Consul then answers 500 ``invalid session``. That is
@@ -252,14 +257,14 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         """
         sid = self._ensure_session()
         try:
-            return self._api.kv_put(key, value, acquire=sid)
+            return self._api.kv_put(key, value, acquire=sid, what=what)
         except SessionGone:
             with self._session_mutex:
                 if self._recovering:  # re-joining after a loss: the caller logs it
                     raise
                 if self._session == sid:  # else another thread already replaced it
                     self._recover_session()
-        return self._api.kv_put(key, value, acquire=self._ensure_session())
+        return self._api.kv_put(key, value, acquire=self._ensure_session(), what=what)
 
     def _recover_session(self) -> None:
         """Replace a lost session and re-join (caller holds ``_session_mutex``)."""
@@ -395,10 +400,9 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         for gid in groups:
             if gid not in self._indexes:
                 return True  # never read: the caller has to read anyway
-        wait = f"{max(timeout, 0.001):.3f}s"
 
         def block(gid: bytes) -> bool:
-            return self._groups.block(gid, self._indexes[gid], wait) != self._indexes[gid]
+            return self._groups.block(gid, self._indexes[gid], timeout) != self._indexes[gid]
 
         if len(groups) == 1:
             return block(groups[0])
@@ -421,16 +425,19 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         function that stops it (the thread ends with its current query).
 
         This is the push hook for :mod:`servicegroup.push`: Consul tells us
-        about changes, nobody polls.
+        about changes, nobody polls. *wait* is kept within
+        [:data:`SUBSCRIBE_MIN_WAIT`, Consul's 600 s]: a shorter query in a
+        loop would be polling, and Consul holds ``wait=0s`` for 5 minutes.
         """
         gid = _base.to_id(group_id, "group id")
+        wait = min(max(wait, SUBSCRIBE_MIN_WAIT), MAX_WAIT)
         stop = threading.Event()
 
         def loop() -> None:
             index: str | None = None
             while not stop.is_set():
                 try:
-                    new = self._groups.block(gid, index, f"{wait:g}s")
+                    new = self._groups.block(gid, index, wait)
                 except tooz.ToozError as exc:
                     LOG.info("Consul watch of %r on %s failed (%s); retrying", gid, self.where, exc)
                     stop.wait(1.0)

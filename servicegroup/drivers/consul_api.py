@@ -17,6 +17,20 @@ Sessions are created through the raw HTTP call rather than
 ``Session.create`` because py-consul asserts Consul's default bounds
 (10 s - 24 h, whole seconds) client-side, which would hide the agent's own
 answer (an agent with ``session_ttl_min`` lowered accepts shorter TTLs).
+
+Where Consul answers without saying no, this layer says it:
+
+- with ACLs, Consul *filters* list reads (KV ``recurse``/``keys``, health,
+  catalog) to what the token may read, and marks the answer with
+  ``X-Consul-Results-Filtered-By-ACLs`` (except for a request without a
+  token). Reads are therefore made here, not through py-consul's helpers,
+  so that header is seen: a filtered KV or health read raises
+  :class:`ConsulAccessDenied` instead of passing for an empty group;
+- a KV value over ``kv_max_value_size`` (512 KiB unless the agent says
+  otherwise) is refused before it is sent (:class:`ConsulValueTooLarge`);
+  an agent configured lower answers 413, which becomes the same error;
+- a blocking query's ``wait`` is always a positive Go duration
+  (:func:`go_wait`): Consul takes ``wait=0s`` for its default 5 minutes.
 """
 
 from __future__ import annotations
@@ -37,6 +51,13 @@ from tooz import coordination
 from servicegroup import errors
 from servicegroup.drivers import _base
 
+#: Consul's default ``kv_max_value_size`` (bytes): larger values are refused.
+KV_MAX_VALUE_SIZE = 512 * 1024
+#: Bounds of a blocking query's wait (seconds): Consul takes 0 for its
+#: default (5 minutes) and cuts anything above ``max_query_time`` (10).
+MIN_WAIT, MAX_WAIT = 0.001, 600.0
+_FILTERED = "X-Consul-Results-Filtered-By-ACLs"
+
 
 class ConsulUnreachable(coordination.ToozConnectionError, errors.BackendUnavailable):
     """The Consul agent cannot be reached (refused, timed out, TLS failure)."""
@@ -45,6 +66,12 @@ class ConsulUnreachable(coordination.ToozConnectionError, errors.BackendUnavaila
 class ConsulAccessDenied(tooz.ToozError, errors.ConfigError):
     """The agent refused the ACL token: unknown ("ACL not found") or lacking
     a permission ("Permission denied"). Fix the ``token`` option."""
+
+
+class ConsulValueTooLarge(tooz.ToozError, errors.ValueTooLarge):
+    """A KV value (a member's capabilities, a lock's holder list) is larger
+    than Consul stores (``kv_max_value_size``, 512 KiB by default). Raised
+    before anything is written."""
 
 
 class ConsulServerError(tooz.ToozError, errors.BackendUnavailable):
@@ -199,6 +226,25 @@ class ConsulAPI:
 
     # -- KV ---------------------------------------------------------------
 
+    def _read(self, path: str, params: list[tuple[str, Any]], doing: str, **decode: Any) -> tuple[str, Any, bool]:
+        """One GET: ``(index, data, filtered)``; data is ``None`` on 404 and
+        *filtered* says Consul left out what the token may not read."""
+
+        def answer(resp: Any) -> tuple[str, Any, bool]:
+            index, data = consul_callback.CB.json(index=True, **decode)(resp)
+            return index, data, str(resp.headers.get(_FILTERED, "")).lower() == "true"
+
+        with self.errors(doing):
+            result: tuple[str, Any, bool] = self.client.http.get(
+                answer, path, params=params, headers=self.client.prepare_headers()
+            )
+            return result
+
+    def _filtered(self, what: str, needs: str) -> NoReturn:
+        raise ConsulAccessDenied(
+            f"Consul agent {self.where} filtered {what} by ACLs: the token lacks {needs}; check the token option"
+        )
+
     def kv_get(
         self,
         key: str,
@@ -207,22 +253,21 @@ class ConsulAPI:
         keys: bool = False,
         separator: str | None = None,
         index: str | None = None,
-        wait: str | None = None,
+        wait: float | None = None,
         doing: str | None = None,
     ) -> tuple[str, Any]:
         """GET a key or prefix: ``(index, data)``; data is ``None`` on 404.
-        ``consistent`` unless it is a blocking query (module docstring)."""
-        with self.errors(doing or f"reading {key!r}"):
-            found: tuple[str, Any] = self.client.kv.get(
-                key,
-                recurse=recurse,
-                keys=keys,
-                separator=separator,
-                index=index,
-                wait=wait,
-                consistency=None if index else "consistent",
-            )
-            return found
+        ``consistent`` unless it is a blocking query (module docstring);
+        :class:`ConsulAccessDenied` when Consul filtered the answer."""
+        params = _blocking(index, wait)
+        params += [("recurse", "1")] if recurse else []
+        params += [("keys", "1")] if keys else []
+        params += [("separator", separator)] if separator else []
+        decode: dict[str, Any] = {} if keys else {"decode": "Value", "one": not recurse}
+        idx, data, filtered = self._read(f"/v1/kv/{key}", params, doing or f"reading {key!r}", **decode)
+        if filtered:
+            self._filtered(f"the keys under {key!r}", "key:read on some of them")
+        return idx, data
 
     def kv_put(
         self,
@@ -232,9 +277,14 @@ class ConsulAPI:
         cas: int | None = None,
         acquire: str | None = None,
         release: str | None = None,
+        what: str | None = None,
     ) -> bool:
         """PUT; raises :class:`SessionGone` when *acquire* names a session
-        Consul no longer knows."""
+        Consul no longer knows, and :class:`ConsulValueTooLarge` (naming
+        *what* the value holds) before sending a value Consul would refuse."""
+        raw = value.encode("utf-8") if isinstance(value, str) else value or b""
+        if len(raw) > KV_MAX_VALUE_SIZE:
+            self._too_large(key, what, f"{len(raw)} bytes; Consul stores at most {KV_MAX_VALUE_SIZE}")
         with self.errors(f"writing {key!r}"):
             try:
                 return bool(self.client.kv.put(key, value, cas=cas, acquire=acquire, release=release))
@@ -243,7 +293,15 @@ class ConsulAPI:
                     raise SessionGone(
                         f"Consul agent {self.where} no longer knows the session while acquiring {key!r} (it expired)"
                     ) from exc
+                if str(exc).startswith("413 "):
+                    self._too_large(key, what, f"{len(raw)} bytes; the agent refused it: {_short(exc)}")
                 raise
+
+    def _too_large(self, key: str, what: str | None, why: str) -> NoReturn:
+        raise ConsulValueTooLarge(
+            f"{what or 'the value'} is too large for Consul ({key!r}: {why}; "
+            "kv_max_value_size, 512 KiB by default); nothing was written"
+        )
 
     def kv_delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
         with self.errors(f"deleting {key!r}"):
@@ -252,28 +310,40 @@ class ConsulAPI:
     # -- catalog ----------------------------------------------------------
 
     def health_service(
-        self, name: str, index: str | None = None, wait: str | None = None
+        self, name: str, index: str | None = None, wait: float | None = None
     ) -> tuple[str, list[dict[str, Any]]]:
-        """Every instance of service *name* with its checks (passing or not)."""
-        # Raw call: py-consul's health.service takes no consistency mode.
-        params = [("index", index)] if index else [("consistent", "1")]
-        if index and wait:
-            params.append(("wait", wait))
-        with self.errors(f"reading the health of service {name!r}"):
-            idx, entries = self.client.http.get(
-                consul_callback.CB.json(index=True),
-                f"/v1/health/service/{name}",
-                params=params,
-                headers=self.client.prepare_headers(),
-            )
-            return idx, list(entries or [])
+        """Every instance of service *name* with its checks (passing or not);
+        :class:`ConsulAccessDenied` when Consul filtered some out."""
+        idx, entries, filtered = self._read(
+            f"/v1/health/service/{name}", _blocking(index, wait), f"reading the health of service {name!r}"
+        )
+        if filtered:
+            self._filtered(f"the instances of service {name!r}", "service:read on it or node:read on its nodes")
+        return idx, list(entries or [])
 
-    def catalog_services(self, index: str | None = None, wait: str | None = None) -> tuple[str, dict[str, list[str]]]:
-        with self.errors("listing catalog services"):
-            idx, services = self.client.catalog.services(
-                index=index, wait=wait, consistency=None if index else "consistent"
-            )
-            return idx, dict(services or {})
+    def catalog_services(
+        self, index: str | None = None, wait: float | None = None
+    ) -> tuple[str, dict[str, list[str]], bool]:
+        """``(index, services, filtered)``: every service the token may see,
+        and whether Consul left some out (a token may rightly see only some)."""
+        idx, services, filtered = self._read("/v1/catalog/services", _blocking(index, wait), "listing catalog services")
+        return idx, dict(services or {}), filtered
+
+
+def go_wait(seconds: float) -> str:
+    """A blocking query's ``wait`` as a Go duration Consul honours: at
+    least 1 ms (``0s`` would be Consul's default of 5 minutes) and at most
+    Consul's ``max_query_time``, in whole milliseconds (a float such as
+    ``1e-05s`` is not a Go duration)."""
+    return f"{round(min(max(seconds, MIN_WAIT), MAX_WAIT) * 1000)}ms"
+
+
+def _blocking(index: str | None, wait: float | None) -> list[tuple[str, Any]]:
+    """Query parameters of a read: a blocking query from *index* (default
+    consistency, see the module docstring), else a ``consistent`` read."""
+    if not index:
+        return [("consistent", "1")]
+    return [("index", index)] + ([("wait", go_wait(wait))] if wait is not None else [])
 
 
 def _short(exc: BaseException | str, limit: int = 200) -> str:

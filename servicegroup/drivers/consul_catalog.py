@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 from tooz import coordination
 
 from servicegroup.drivers import _base
-from servicegroup.drivers.consul_api import CatalogNotJoined, CatalogReadOnly, ConsulAPI
+from servicegroup.drivers.consul_api import CatalogNotJoined, CatalogReadOnly, ConsulAccessDenied, ConsulAPI
 
 
 class CatalogGroups:
@@ -37,8 +37,23 @@ class CatalogGroups:
         self.member_id = member_id
 
     def probe(self) -> None:
-        """Fail at start, not at first use, on a bad address or token."""
-        self.api.catalog_services()
+        """Fail at start, not at first use, on a bad address or token.
+
+        With ACLs, Consul does not refuse a catalog read the token may not
+        do: it filters it, to ``{}`` at worst. Every Consul server registers
+        the ``consul`` service, so a catalog listing no service at all means
+        the token may read none, and every group would read as "not
+        created" for ever: :class:`ConsulAccessDenied` now instead. (A token
+        that may read only some services passes; a read of one it may not
+        see raises when made, see ``ConsulAPI.health_service``.)
+        """
+        _, services, filtered = self.api.catalog_services()
+        if not services:
+            raise ConsulAccessDenied(
+                f"Consul agent {self.api.where} lists no service at all, not even its own 'consul' service"
+                f"{' (filtered by ACLs)' if filtered else ''}: the token lacks service:read, so every group "
+                "would read as not created; check the token option"
+            )
 
     @staticmethod
     def _why(what: str) -> str:
@@ -76,7 +91,7 @@ class CatalogGroups:
         return False
 
     def groups(self) -> list[bytes]:
-        _, services = self.api.catalog_services()
+        _, services, _ = self.api.catalog_services()
         return sorted(name.encode() for name in services)
 
     def _name(self, gid: bytes) -> str:
@@ -103,7 +118,7 @@ class CatalogGroups:
             raise coordination.MemberNotJoined(gid, mid)
         return members[mid]
 
-    def block(self, gid: bytes, index: str | None, wait: str) -> str:
+    def block(self, gid: bytes, index: str | None, wait: float) -> str:
         """The index after a blocking query from *index* (at once if None)."""
         idx, _ = self.api.health_service(self._name(gid), index=index, wait=wait)
         return idx

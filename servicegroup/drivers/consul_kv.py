@@ -176,11 +176,14 @@ class KVGroups:
         except (TypeError, ValueError) as exc:
             raise tooz.ToozError(f"capabilities must be JSON-serialisable for Consul: {exc}") from None
 
+    def _what(self, gid: bytes) -> str:
+        return f"the capabilities of member {self.d.member_label!r} in group {gid!r}"
+
     def join(self, gid: bytes, capabilities: Capabilities | None) -> None:
         if not self._marker_exists(gid):
             raise coordination.GroupNotCreated(gid)
         key = self.member_key(gid, self.d._member_raw)
-        if not self.d.acquire_key(key, self._value(capabilities)):
+        if not self.d.acquire_key(key, self._value(capabilities), self._what(gid)):
             raise coordination.MemberAlreadyExist(gid, self.d._member_raw)
 
     def leave(self, gid: bytes) -> None:
@@ -205,7 +208,7 @@ class KVGroups:
                 raise coordination.GroupNotCreated(gid)
             raise coordination.MemberNotJoined(gid, self.d._member_raw)
         created = _decode(entry).get("created_at")
-        if not self.d.acquire_key(key, self._value(capabilities, created)):
+        if not self.d.acquire_key(key, self._value(capabilities, created), self._what(gid)):
             raise coordination.MemberNotJoined(gid, self.d._member_raw)
 
     def members(self, gid: bytes) -> tuple[str, dict[bytes, dict[str, Any]]]:
@@ -232,7 +235,7 @@ class KVGroups:
             raise coordination.MemberNotJoined(gid, mid)
         return _info(entry)
 
-    def block(self, gid: bytes, index: str | None, wait: str) -> str:
+    def block(self, gid: bytes, index: str | None, wait: float) -> str:
         """The index after a blocking query from *index* (at once if None)."""
         idx, _ = self.api.kv_get(self.prefix(gid), keys=True, index=index, wait=wait)
         return idx

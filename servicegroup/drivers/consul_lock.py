@@ -132,8 +132,9 @@ class ConsulLock(locking.Lock):
                         continue  # registered, maybe with a new session: re-read
                 elif _admits(view.holders, shared):
                     mine = {"member": self._coord.member_label, "session": sid, "shared": shared}
-                    body = json.dumps({"holders": {**view.holders, token: mine}})
-                    if self._api.kv_put(self._lock_key, body, cas=view.cas):
+                    holders = {**view.holders, token: mine}
+                    what = f"the holder list of lock {self.name!r} ({len(holders)} holders)"
+                    if self._api.kv_put(self._lock_key, json.dumps({"holders": holders}), cas=view.cas, what=what):
                         with self._mutex:
                             self._hold = _Hold(token, sid, shared)
                         won = True
@@ -143,7 +144,7 @@ class ConsulLock(locking.Lock):
                 if left is not None and left <= 0:
                     return False
                 wait = _MAX_WAIT if left is None else min(left, _MAX_WAIT)
-                self._api.kv_get(self._prefix, recurse=True, index=view.index, wait=f"{max(wait, 0.001):.3f}s")
+                self._api.kv_get(self._prefix, recurse=True, index=view.index, wait=wait)
         finally:
             if not won:
                 self._withdraw(token)

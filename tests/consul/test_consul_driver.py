@@ -165,7 +165,7 @@ def test_deciding_reads_are_consistent_and_blocking_ones_are_not(srv: Any, coord
     assert lock.acquire(blocking=False) and lock.release()
     reads = [q for m, p, q in srv.requests if m == "GET"]
     assert reads and all("consistent" in q for q in reads)
-    c._groups.block(b"g", "1", "1s")  # index 1 is long past: answers at once
+    c._groups.block(b"g", "1", 1.0)  # index 1 is long past: answers at once
     assert "consistent" not in srv.requests[-1][2] and "index" in srv.requests[-1][2]
 
 
