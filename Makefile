@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit functional conformance bench services venv lint clean
+.PHONY: demo test unit functional conformance test-consul-real bench services venv lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ functional: $(STAMP) services
 ## tooz's own suite against every backend this project writes.
 conformance: $(STAMP) services
 	PY=$(PY) bash scripts/conformance
+
+## The Consul tests and tooz's suite against a real agent only: CONSUL_HTTP_ADDR's,
+## else a private `consul agent -dev`; fails saying why when neither exists.
+test-consul-real: $(STAMP)
+	PY=$(PY) bash scripts/consul-real
 
 ## Installs (apt) and starts what the functional tests need.
 services:

@@ -129,9 +129,14 @@ def sql_url(tmp_path) -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="session")
-def consul_agent() -> Iterator[ConsulTestServer]:
+def consul_agent() -> Iterator[object]:
     """The Consul HTTP API test server, with a 1 s session TTL floor (Consul's
-    own is 10 s; ``session_ttl_min`` is lowered the same way in Consul's tests)."""
+    own is 10 s; ``session_ttl_min`` is lowered the same way in Consul's tests);
+    a real agent instead in ``make test-consul-real`` (:mod:`servicegroup.testing.consul.real`)."""
+    if consul_real.real_only():
+        with consul_real.new_agent() as agent:
+            yield agent
+        return
     with ConsulTestServer(session_ttl_min=1.0) as srv:
         yield srv
 
@@ -172,10 +177,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _CONSUL_SELECTED and not consul_real.available():
+    if _CONSUL_SELECTED:
         # The design's rule: the real-agent run that could not happen is
         # printed, not hidden (nor dressed up as a test that skips).
-        terminalreporter.write_sep("-", consul_real.SKIP_LINE)
+        terminalreporter.write_sep("-", consul_real.why_unavailable() or consul_real.describe())
     if _POOL is None or not _POOL.started:
         return
     terminalreporter.write_sep("-", "test servers started (startup seconds, for reading only)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import types
 from typing import Any
 import urllib.parse
 
@@ -21,6 +22,7 @@ import requests
 from servicegroup.testing.clock import FakeClock
 from servicegroup.testing.consul import ConsulTestServer, parse_duration
 from servicegroup.testing.consul.runner import main
+from servicegroup.testing.consul.tokens import make_token
 
 
 @pytest.fixture
@@ -403,3 +405,23 @@ def test_run_wrapper_exports_address_and_returns_the_commands_code(tmp_path: Any
     addr, url = out.read_text().split()
     assert code == 3
     assert addr.startswith("127.0.0.1:") and url == f"consul://{addr}"
+
+
+def test_tokens_made_through_the_acl_api_grant_what_their_rules_say(clock: FakeClock) -> None:
+    # The path tests take on a real agent (servicegroup.testing.consul.tokens),
+    # served by the model too, so it is exercised here and not only on a real agent.
+    with ConsulTestServer(clock=clock, acl_token="root") as server:
+        as_real_agent = types.SimpleNamespace(address=server.address)
+        secret, cleanup = make_token(as_real_agent, "root", {"key:read", "service:write"})
+        url = f"http://{server.address}/v1/kv/x"
+        assert requests.get(url, headers={"X-Consul-Token": secret}, timeout=10).status_code == 404
+        assert requests.put(url, headers={"X-Consul-Token": secret}, timeout=10).status_code == 403
+        assert server._httpd.acl is not None and server._httpd.acl.tokens[secret] == {
+            "key:read",
+            "service:read",
+            "service:write",
+        }
+        with pytest.raises(requests.HTTPError):
+            make_token(types.SimpleNamespace(address=server.address), secret, {"key:read"})  # no acl:write
+        cleanup()
+        assert requests.get(url, headers={"X-Consul-Token": secret}, timeout=10).text == "ACL not found"

@@ -4,9 +4,15 @@ Like ``pifpaf run``: starts a Consul on a free loopback port, exports
 ``CONSUL_HTTP_ADDR`` (``127.0.0.1:PORT``) and ``SERVICEGROUP_CONSUL_URL``
 (``consul://127.0.0.1:PORT``, ready for ``TOOZ_TEST_URL``), runs CMD, stops
 the server and exits with CMD's code. The server is the HTTP API test
-server, or with ``--real`` a ``consul agent -dev``; when no ``consul``
-binary is on PATH, ``--real`` prints :data:`.real.SKIP_LINE` and exits 0
-without running CMD, so a caller reports the skip instead of hiding it.
+server, or with ``--real`` a real agent (:func:`.real.new_agent`: a
+``consul agent -dev``, or in ``make test-consul-real`` the one at
+``CONSUL_HTTP_ADDR``). When none can be had, ``--real`` prints
+:data:`.real.SKIP_LINE` and exits 0 without running CMD, so a caller
+reports the skip instead of hiding it - except in a real-only run, where it
+prints why and exits 2: there, not running is a failure.
+
+``python -m servicegroup.testing.consul real-check`` prints which real agent
+a run would use, or why none can be used (exit 1).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ PROG = "python -m servicegroup.testing.consul"
 
 def _server(args: argparse.Namespace) -> Any:
     if args.real:
-        return real.RealConsulAgent(acl_token=args.acl_token, session_ttl_min=args.session_ttl_min)
+        return real.new_agent(acl_token=args.acl_token, session_ttl_min=args.session_ttl_min)
     return ConsulTestServer(
         session_ttl_min=parse_duration(args.session_ttl_min),
         acl_token=args.acl_token,
@@ -42,7 +48,10 @@ def _run(args: argparse.Namespace) -> int:
     if not cmd:
         print("consul run: no command given (usage: run [options] -- CMD ...)", file=sys.stderr)
         return 2
-    if args.real and not real.available():
+    if args.real and real.why_unavailable():
+        if real.real_only():
+            print(f"consul run: {real.why_unavailable()}", file=sys.stderr)
+            return 2
         print(real.SKIP_LINE)
         return 0
     with _server(args) as srv:
@@ -52,6 +61,15 @@ def _run(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             print(f"consul run: command not found: {cmd[0]}", file=sys.stderr)
             return 127
+
+
+def _real_check() -> int:
+    problem = real.why_unavailable()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    print(real.describe())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=int, default=0, help="port of the test server (default: a free one; not with --real)"
     )
     run.add_argument("--verbose", action="store_true", help="log every request to stderr")
-    run.add_argument("--real", action="store_true", help="a real `consul agent -dev` instead of the test server")
+    run.add_argument(
+        "--real",
+        action="store_true",
+        help="a real agent instead of the test server (`consul agent -dev`; see real-check)",
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ...")
-    return _run(parser.parse_args(argv))
+    sub.add_parser("real-check", help="say which real agent --real would use, or why none (exit 1)")
+    args = parser.parse_args(argv)
+    return _real_check() if args.command == "real-check" else _run(args)
