@@ -71,6 +71,8 @@ class Member:
         #: join or leave): each beat retries, so no entry outlives our intent.
         self._unwanted: set[str] = set()
         self._coordinator: coordination.CoordinationDriver | None = None
+        #: The coordinator's ``session_lost_count`` when a loss was last reported.
+        self._losses_reported = 0
         self._lock = threading.RLock()
         # Serialises join, leave and the heartbeat's check-and-heal, so a
         # heal can never re-join a topic that leave() just left, nor put back
@@ -95,6 +97,7 @@ class Member:
         with self._lock:
             if self._coordinator is None:
                 self._coordinator = backend.start(self._factory, self.url, self.host)
+                self._losses_reported = 0
             return self._coordinator
 
     def join(self, topic: str, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -147,12 +150,16 @@ class Member:
     def _beat(self) -> None:
         coord = self.coordinator()
         with backend.errors_translated(self.url):
-            lost_before = getattr(coord, "session_lost_count", 0)
             backend.bounded(coord.heartbeat, backend.CALL_TIMEOUT, "heartbeat")
-            if getattr(coord, "session_lost_count", 0) != lost_before:
+            losses = getattr(coord, "session_lost_count", 0)
+            if losses != self._losses_reported:
                 # Our SQL and Consul backends say so when their session
                 # expired; Consul's even re-joins by itself, so the check
                 # below might find us listed and the loss would go unreported.
+                # Compared with the last count reported, not the count before
+                # this call: a heartbeat that overran its bound finishes its
+                # recovery after the beat that gave up on it.
+                self._losses_reported = losses
                 for topic in list(self._topics):
                     self._mark_lost(topic, "its backend session expired")
             for topic in list(self._unwanted):

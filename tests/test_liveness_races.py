@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from servicegroup import backend
+from servicegroup import backend, errors
 from servicegroup import forksafe
 from servicegroup.heartbeat import Member
 from servicegroup.membership import MembershipView
@@ -257,3 +257,42 @@ def test_a_real_fork_while_parent_threads_hold_every_lock_does_not_deadlock_the_
         pytest.fail("the forked child deadlocked")
     assert os.waitstatus_to_exitcode(status) == 0
     assert sg.is_up(topic="compute", host="host-a"), "the parent goes on as before"
+
+
+def test_a_session_loss_healed_by_an_overrunning_heartbeat_is_still_reported(server, monkeypatch):
+    """Consul's and the SQL driver's heartbeat replace a lost session and
+    re-join by themselves, counting it in ``session_lost_count``. When that
+    heartbeat overran CALL_TIMEOUT (a loaded host), the beat failed, the
+    recovery finished in the background, and the next beat compared the
+    count with itself: the loss (and the restore) went unreported."""
+    events = []
+    member = Member(
+        "fake://",
+        "host-1",
+        report_interval=1.0,
+        factory=server.factory,
+        on_event=lambda ev, t, h: events.append(ev),
+        background=False,
+    )
+    member.join("a")
+    coord = member.coordinator()
+    coord.session_lost_count = 0  # type: ignore[attr-defined]
+    release, recovered = threading.Event(), threading.Event()
+    beat = coord.heartbeat
+
+    def slow_recovering_heartbeat() -> float:
+        release.wait(30)
+        coord.session_lost_count += 1  # type: ignore[attr-defined]
+        recovered.set()
+        return beat()  # re-listed, as the driver's own recovery does
+
+    monkeypatch.setattr(backend, "CALL_TIMEOUT", 0.01)
+    coord.heartbeat = slow_recovering_heartbeat  # type: ignore[method-assign]
+    with pytest.raises(errors.BackendUnavailable):
+        member.beat()  # the bound gives up; the heartbeat goes on
+    release.set()
+    assert recovered.wait(30)  # a liveness guard, not a timing
+    coord.heartbeat = beat  # type: ignore[method-assign]
+    member.beat()
+    assert events == ["membership_lost", "membership_restored"]
+    member.stop()

@@ -16,7 +16,7 @@ callbacks in :attr:`ConsulDriver.on_session_lost` are told which groups were
 re-joined. ``get_members`` is one recursive GET. Locks and leader election
 are keys acquired with the session (:mod:`.consul_lock`). At start one
 single-key read of the namespace checks the ACL token may read it (Consul
-filters list reads silently instead of refusing them).
+filters list reads instead of refusing them; :mod:`.consul_api` raises on those).
 
 **catalog** (``mode=catalog``) - operators register services with Consul
 and Consul's checks decide liveness; a group is a service name and its
