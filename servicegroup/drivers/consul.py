@@ -41,7 +41,6 @@ operators: ``docs/consul.md``).
 from __future__ import annotations
 
 from collections.abc import Callable
-import concurrent.futures
 import logging
 import threading
 from typing import Any
@@ -51,8 +50,8 @@ from tooz import coordination
 
 from servicegroup import urls
 from servicegroup.drivers import _base
-from servicegroup.drivers import consul_catalog
-from servicegroup.drivers.consul_api import MAX_WAIT, CatalogReadOnly, ConsulAPI, SessionGone
+from servicegroup.drivers import consul_catalog, consul_watch
+from servicegroup.drivers.consul_api import CatalogReadOnly, ConsulAPI, SessionGone
 from servicegroup.drivers.consul_api import (  # the typed errors, re-exported
     CatalogNotJoined,
     ConsulAccessDenied,
@@ -77,8 +76,6 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 Capabilities = _base.Capabilities
-#: Shortest blocking query :meth:`ConsulDriver.subscribe` makes (seconds).
-SUBSCRIBE_MIN_WAIT = 1.0
 
 
 def _opt(options: dict[str, Any], name: str) -> str | None:
@@ -393,64 +390,15 @@ class ConsulDriver(coordination.CoordinationDriverCachedRunWatchers):
         return result
 
     def wait_for_change(self, group_ids: set[bytes], timeout: float) -> bool:
-        """Block (Consul blocking queries) until a member of one of
-        *group_ids* changes since this driver last read it, or *timeout*
-        seconds pass. Returns True when something changed."""
-        groups = sorted(_base.to_id(g, "group id") for g in group_ids)
-        for gid in groups:
-            if gid not in self._indexes:
-                return True  # never read: the caller has to read anyway
-
-        def block(gid: bytes) -> bool:
-            return self._groups.block(gid, self._indexes[gid], timeout) != self._indexes[gid]
-
-        if len(groups) == 1:
-            return block(groups[0])
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(groups))
-        try:
-            pending = {pool.submit(block, g) for g in groups}
-            while pending:
-                done, pending = concurrent.futures.wait(
-                    pending, timeout=timeout + 1, return_when=concurrent.futures.FIRST_COMPLETED
-                )
-                if not done or any(f.result() for f in done):
-                    return bool(done)
-            return False
-        finally:
-            pool.shutdown(wait=False)  # the others end on their own wait
+        """Block until a member of one of *group_ids* changes since this
+        driver last read it, or *timeout* passes (:func:`.consul_watch.wait_for_change`)."""
+        return consul_watch.wait_for_change(self._groups, self._indexes, group_ids, timeout)
 
     def subscribe(self, group_id: bytes, poke: Callable[[], None], wait: float = 30.0) -> Callable[[], None]:
-        """Call *poke* (from a daemon thread) whenever *group_id*'s members
-        may have changed, using one long blocking query at a time; returns a
-        function that stops it (the thread ends with its current query).
-
-        This is the push hook for :mod:`servicegroup.push`: Consul tells us
-        about changes, nobody polls. *wait* is kept within
-        [:data:`SUBSCRIBE_MIN_WAIT`, Consul's 600 s]: a shorter query in a
-        loop would be polling, and Consul holds ``wait=0s`` for 5 minutes.
-        """
-        gid = _base.to_id(group_id, "group id")
-        wait = min(max(wait, SUBSCRIBE_MIN_WAIT), MAX_WAIT)
-        stop = threading.Event()
-
-        def loop() -> None:
-            index: str | None = None
-            while not stop.is_set():
-                try:
-                    new = self._groups.block(gid, index, wait)
-                except tooz.ToozError as exc:
-                    LOG.info("Consul watch of %r on %s failed (%s); retrying", gid, self.where, exc)
-                    stop.wait(1.0)
-                    continue
-                if index is not None and new != index and not stop.is_set():
-                    try:
-                        poke()
-                    except Exception:  # a listener's bug must not end the watch
-                        LOG.exception("Consul watch callback failed")
-                index = new
-
-        threading.Thread(target=loop, name=f"consul-watch-{gid!r}", daemon=True).start()
-        return stop.set
+        """Call *poke* whenever *group_id*'s members may have changed; the
+        push hook for :mod:`servicegroup.push` (:func:`.consul_watch.subscribe`).
+        Returns the function that stops it."""
+        return consul_watch.subscribe(self._groups, _base.to_id(group_id, "group id"), poke, wait, self.where)
 
     # -- leader election ------------------------------------------------------
 
