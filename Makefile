@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit functional conformance test-consul-real bench services venv lint clean
+.PHONY: demo test unit functional conformance test-consul-real bench services venv lint clean sample-config
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy
+
+## etc/servicegroup.conf.sample from the options in servicegroup/conf.py
+## (tests/test_sample_config.py fails until it is regenerated and committed).
+sample-config: $(STAMP)
+	$(VENV)/bin/oslo-config-generator --config-file etc/oslo-config-generator/servicegroup.conf
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache servicegroup.sqlite
