@@ -78,27 +78,17 @@ _MAIN_AT_INFO = (
 class MemberProcess:
     """``python -m servicegroup join`` for one host, collecting its output."""
 
-    def __init__(self, target: Target, host: str, topic: str) -> None:
-        cmd = [
-            sys.executable,
-            "-c",
-            _MAIN_AT_INFO,
-            "join",
-            "--host",
-            host,
-            "--topic",
-            topic,
-            "--driver",
-            target.driver,
-            "--records-url",
-            target.records_url,
-            "--report-interval",
-            str(REPORT_INTERVAL),
-            "--service-down-time",
-            str(DOWN_TIME),
-        ]
-        if target.url:
-            cmd += ["--url", target.url]
+    def __init__(self, target: Target, host: str, topic: str, *, config_file: str | None = None) -> None:
+        """A member of *target*, or, given *config_file*, configured by that
+        file alone (the flags would win over it)."""
+        cmd = [sys.executable, "-c", _MAIN_AT_INFO, "join", "--host", host, "--topic", topic]
+        if config_file is not None:
+            cmd += ["--config-file", config_file]
+        else:
+            cmd += ["--driver", target.driver, "--records-url", target.records_url]
+            cmd += ["--report-interval", str(REPORT_INTERVAL), "--service-down-time", str(DOWN_TIME)]
+            if target.url:
+                cmd += ["--url", target.url]
         self.host = host
         self.lines: list[str] = []
         self.proc = subprocess.Popen(

@@ -5,6 +5,12 @@ records database is ``[database] connection`` as in every OpenStack service.
 ``list_opts`` is registered under the ``oslo.config.opts`` entry point so
 ``oslo-config-generator --namespace servicegroup`` documents them.
 
+A nova.conf works as is: nova's ``[DEFAULT] servicegroup_driver``,
+``report_interval`` and ``service_down_time`` are deprecated names of ours
+(oslo.config logs its deprecation warning; when both are set, ours wins),
+and ``[database] connection`` is already nova's name. Nova's driver values
+``db``, ``mc`` and ``zk`` are driver names here too, for the same backends.
+
 Nova silently replaces a ``service_down_time`` that is not larger than
 ``report_interval`` with ``2.5 * report_interval`` and only warns. Here that
 configuration is refused, with the value to set in the message: a liveness
@@ -45,7 +51,10 @@ SERVICEGROUP_OPTS = [
     cfg.StrOpt(
         "driver",
         default="db",
-        help="Liveness backend: db, zk, mc, redis, etcd, consul, or a tooz backend URL.",
+        deprecated_opts=[cfg.DeprecatedOpt("servicegroup_driver", group="DEFAULT")],
+        help="Liveness backend: db, zk, mc, redis, etcd, consul, or a tooz backend URL. "
+        "Nova's [DEFAULT] servicegroup_driver is read when this is not set; its values "
+        "db, mc and zk mean the same backends here.",
     ),
     cfg.StrOpt(
         "url",
@@ -57,14 +66,18 @@ SERVICEGROUP_OPTS = [
         "report_interval",
         default=10.0,
         min=MIN_SECONDS,
-        help="Seconds between two heartbeats of a service (at most 30 days).",
+        deprecated_opts=[cfg.DeprecatedOpt("report_interval", group="DEFAULT")],
+        help="Seconds between two heartbeats of a service (at most 30 days). Nova's "
+        "[DEFAULT] report_interval is read when this is not set.",
     ),
     cfg.FloatOpt(
         "service_down_time",
         default=60.0,
         min=MIN_SECONDS,
+        deprecated_opts=[cfg.DeprecatedOpt("service_down_time", group="DEFAULT")],
         help="Seconds without a heartbeat after which a service is down. Must be larger "
-        "than report_interval (2.5x or more is advised), at most 30 days.",
+        "than report_interval (2.5x or more is advised), at most 30 days. Nova's "
+        "[DEFAULT] service_down_time is read when this is not set.",
     ),
     cfg.FloatOpt(
         "max_staleness",
@@ -82,7 +95,8 @@ DATABASE_OPTS = [
         "connection",
         default=DEFAULT_RECORDS_URL,
         secret=True,
-        help="SQLAlchemy URL of the service records database.",
+        help="SQLAlchemy URL of the service records database (the same option name "
+        "as nova's; give servicegroup a database of its own, see docs/nova.md).",
     ),
 ]
 
