@@ -20,6 +20,7 @@ import tooz
 from oslo_utils import netutils
 from tooz import coordination
 
+from servicegroup import endpoints
 from servicegroup import errors
 from servicegroup import profiles
 from servicegroup import urls
@@ -36,25 +37,44 @@ CALL_TIMEOUT = 5.0
 
 
 def default_factory(url: str, member_id: bytes) -> coordination.CoordinationDriver:
-    """``tooz.coordination.get_coordinator``, except where tooz is ambiguous.
+    """``tooz.coordination.get_coordinator``, except where tooz falls short.
 
     tooz before 9 (the only tooz on Python 3.10) ships its own ``consul``
     driver, so the scheme has two entry points and stevedore refuses to
     choose. Ours is the one with membership liveness: build it directly, with
-    the same URL parsing tooz uses.
+    the same URL parsing tooz uses. A cluster URL (:mod:`servicegroup.endpoints`)
+    gets what tooz's driver lacks: a ZooKeeper chroot, which tooz would drop
+    (it hands kazoo the host list only), and failover between etcd endpoints.
     """
     scheme = url.partition("://")[0].lower()
+    parsed = netutils.urlsplit(url)
+    options = urllib.parse.parse_qs(parsed.query)
+    profile = profiles.for_scheme(scheme)
+    if profile.push == "zookeeper" and endpoints.chroot(url):
+        moved = parsed._replace(netloc=parsed.netloc + endpoints.chroot(url), path="")
+        return _tooz_driver(scheme)(member_id, moved, options)
+    if profile.push == "etcd" and len(urls.hosts(url)) > 1:
+        from servicegroup.drivers import etcd  # etcd3gw is imported only when used
+
+        return etcd.FailoverEtcd3Driver(member_id, parsed, options)
     ours = [
         ep
         for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE)
         if ep.name == scheme and ep.value.startswith("servicegroup.")
     ]
     if ours and _registrations(scheme) > 1:
-        parsed = netutils.urlsplit(url)
-        options = urllib.parse.parse_qs(parsed.query)
         driver: coordination.CoordinationDriver = ours[0].load()(member_id, parsed, options)
         return driver
     return coordination.get_coordinator(url, member_id)
+
+
+def _tooz_driver(scheme: str) -> type[coordination.CoordinationDriver]:
+    """tooz's own driver class for *scheme*."""
+    for ep in metadata.entry_points(group=coordination.TOOZ_BACKENDS_NAMESPACE):
+        if ep.name == scheme and not ep.value.startswith("servicegroup."):
+            cls: type[coordination.CoordinationDriver] = ep.load()
+            return cls
+    raise errors.UnknownDriver(scheme + "://", list(profiles.DEFAULT_URLS))
 
 
 def _registrations(scheme: str) -> int:
@@ -62,15 +82,21 @@ def _registrations(scheme: str) -> int:
 
 
 def where(url: str) -> str:
-    """``scheme host:port`` of *url*, safe to show (no credentials). Never
-    raises: it names the backend in messages about malformed URLs too."""
+    """``scheme host:port[,host:port...]`` of *url*, safe to show (no
+    credentials). Never raises: it names the backend in messages about
+    malformed URLs too."""
     try:
         parts = urls.split(url)
+        servers = urls.hosts(url)
     except errors.InvalidURL:
         return f"{url.partition('://')[0]} backend {urls.redact(url)}"
-    if profiles.for_scheme(parts.scheme).local or not parts.hostname:
+    if profiles.for_scheme(parts.scheme).local or not servers:
         return f"{parts.scheme} backend {urls.redact(url)}"
-    return f"{parts.scheme} backend at {parts.hostname}:{parts.port if parts.port else '(default port)'}"
+    return f"{parts.scheme} backend at {','.join(_shown(s) for s in servers)}"
+
+
+def _shown(server: urls.Endpoint) -> str:
+    return str(server) if server.port is not None else f"{server}:(default port)"
 
 
 def describe(exc: BaseException, url: str | None = None) -> str:
@@ -85,16 +111,24 @@ def probe_tcp(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
 
     Client libraries differ wildly here (kazoo retries until its session
     timeout, pymemcache connects lazily); one TCP connect gives every backend
-    the same bounded, clear failure.
+    the same bounded, clear failure. A cluster (a host list, Redis
+    Sentinels) is reachable when any one of its servers is: starting with
+    one node down is what a cluster is for.
     """
     parts = urls.split(url)  # a malformed URL is InvalidURL, redacted
-    if profiles.for_scheme(parts.scheme).local or not parts.hostname or parts.port is None:
+    servers = endpoints.sentinel_options(url) or urls.hosts(url)
+    addresses = [(s.host, s.port) for s in servers if s.port is not None]
+    if profiles.for_scheme(parts.scheme).local or not addresses:
         return
-    try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise errors.BackendUnavailable(f"cannot reach {where(url)}: {exc.strerror or exc}") from None
+    failure: OSError | None = None
+    for address in addresses:
+        try:
+            with socket.create_connection(address, timeout=timeout / len(addresses)):
+                return
+        except OSError as exc:
+            failure = exc
+    assert failure is not None
+    raise errors.BackendUnavailable(f"cannot reach {where(url)}: {failure.strerror or failure}") from None
 
 
 @contextlib.contextmanager

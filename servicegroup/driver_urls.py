@@ -18,6 +18,7 @@ from importlib import metadata
 import math
 import urllib.parse
 
+from servicegroup import endpoints
 from servicegroup import errors
 from servicegroup import profiles
 from servicegroup import urls
@@ -187,6 +188,7 @@ def resolve(
     if scheme not in registered_schemes():
         raise errors.UnknownDriver(scheme + "://", list(DEFAULT_URLS))
     urls.split(target)  # refuses a malformed host, port or userinfo, redacted
+    endpoints.check(target)  # a host list or Sentinel options the backend cannot use
     allowed = allowed_options(scheme)
     if allowed is not None:
         urls.check_options(target, allowed | dbapi_options, scheme)

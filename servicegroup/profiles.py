@@ -57,6 +57,9 @@ class Profile:
     stop_deletes_beat: bool = False
     #: The URL names a file, not a server: no host:port, no TCP probe.
     local: bool = False
+    #: The URL may name several servers, ``h1:p1,h2:p2,h3:p3`` (a ZooKeeper
+    #: ensemble, etcd endpoints; :mod:`servicegroup.endpoints`).
+    host_list: bool = False
 
     @property
     def url_options(self) -> frozenset[str] | None:
@@ -90,6 +93,7 @@ _ZOOKEEPER = Profile(
     int_options=frozenset({"timeout"}),
     push="zookeeper",
     leader_pseudo_member=True,
+    host_list=True,
 )
 _MEMCACHED = Profile(
     "memcached",
@@ -156,6 +160,7 @@ _ETCD = Profile(
     compat_options=_OLD_EXECUTOR | {"leader_timeout"},
     int_options=frozenset({"timeout", "lock_timeout", "membership_timeout"}),
     push="etcd",
+    host_list=True,
 )
 _SQL = Profile("sql+postgresql", alias="db", ttl_option="timeout")
 _CONSUL = Profile("consul", alias="consul", ttl_option="ttl", push="consul")

@@ -15,6 +15,7 @@ and shows its head as a "port").
 from __future__ import annotations
 
 from collections.abc import Iterable
+import dataclasses
 import re
 import urllib.parse
 
@@ -146,6 +147,11 @@ def split(url: str) -> urllib.parse.SplitResult:
     "host" made of the user name, and show part of the password as a port).
     """
     cut = _cut_userinfo(url)
+    if "," in authority(url) and not cut:
+        # A host list (a ZooKeeper ensemble, etcd endpoints) has no one
+        # port: each host is checked on its own.
+        hosts(url)
+        return urllib.parse.urlsplit(url)
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
@@ -159,6 +165,57 @@ def split(url: str) -> urllib.parse.SplitResult:
     if port == 0:
         raise errors.InvalidURL(f"port 0 in URL {redact(url)}: give the server's port (1-65535) or none")
     return parts
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One server of a URL's host list (``port`` None: the default)."""
+
+    host: str
+    port: int | None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+def authority(url: str) -> str:
+    """The host list of *url*: after the userinfo, before the path."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return ""
+    start = len(scheme) + 3
+    start = max(start, userinfo_end(url, start) + 1)
+    end = len(url)
+    for ch in "/?#":
+        found = url.find(ch, start)
+        if found != -1:
+            end = min(end, found)
+    return url[start:end]
+
+
+def parse_host(text: str, url: str) -> Endpoint:
+    """``host[:port]`` (IPv6 in brackets) or :class:`InvalidURL` naming it."""
+    try:
+        parts = urllib.parse.urlsplit("x://" + text)
+        port = parts.port
+    except ValueError:
+        port = -1
+        parts = urllib.parse.urlsplit("x://")
+    if not text or not parts.hostname or port == -1 or port == 0 or parts.path:
+        raise errors.InvalidURL(
+            f"malformed host {text!r} in URL {redact(url)}: give host:port (port 1-65535), hosts separated by commas"
+        )
+    return Endpoint(parts.hostname, port)
+
+
+def hosts(url: str) -> list[Endpoint]:
+    """Every server *url* names, in order; empty when it names none
+    (``sql+sqlite:///x.db``, ``redis:///run/redis.sock``)."""
+    netloc = authority(url)
+    if not netloc:
+        return []
+    return [parse_host(part, url) for part in netloc.split(",")]
 
 
 def _cut_userinfo(url: str) -> bool:
@@ -183,12 +240,18 @@ def query_options(url: str) -> dict[str, str]:
     The query starts at the first ``?`` after the userinfo, so a records URL
     with a ``?`` in its password (SQLAlchemy accepts one) is read right.
     """
+    return {k: v[-1] for k, v in query_values(url).items()}
+
+
+def query_values(url: str) -> dict[str, list[str]]:
+    """Every value of every query option of *url*, in order (tooz reads
+    some options, such as ``sentinel_fallback``, as lists)."""
     scheme = _SCHEME.match(url)
     start = scheme.end() if scheme else 0
     start = max(start, userinfo_end(url, start) + 1)
     _, mark, query = url[start:].partition("?")
     query = query.partition("#")[0] if mark else ""
-    return {k: v[-1] for k, v in urllib.parse.parse_qs(query, keep_blank_values=True).items()}
+    return urllib.parse.parse_qs(query, keep_blank_values=True)
 
 
 def check_options(url: str, allowed: Iterable[str], what: str) -> None:
