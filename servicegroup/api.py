@@ -9,7 +9,8 @@ in this order:
    backend says (:mod:`servicegroup.flags`, answered from memory);
 2. otherwise up if and only if the topic's membership view lists the host
    (:mod:`servicegroup.membership`: at most ``max_staleness`` old, and
-   trusted for ``service_down_time`` while the backend cannot be read).
+   trusted for ``service_down_time`` while the backend cannot be read);
+   during a driver switch, either backend's view (:mod:`servicegroup.migration`).
 
 ``disabled`` is a scheduling flag and never changes liveness; neither does
 ``updated_at`` (enabling a service bumps it, which once made dead hosts
@@ -33,15 +34,15 @@ from servicegroup import conf as sg_conf
 from servicegroup import driver_urls
 from servicegroup import errors
 from servicegroup import forksafe
+from servicegroup import migration
 from servicegroup import names
-from servicegroup import urls
 from servicegroup.flags import FlagsCache
 from servicegroup.heartbeat import EventCallback
 from servicegroup.heartbeat import Member
-from servicegroup.membership import MembershipView
-from servicegroup.reader import Reader
+from servicegroup.reader import open_view
 from servicegroup.records import Records
 from servicegroup.records import Service
+from servicegroup.sources import Sources
 from servicegroup.watches import ChangeCallback
 from servicegroup.watches import Watch
 from servicegroup.watches import WatchCallback
@@ -66,6 +67,8 @@ class ServiceGroup:
         service_down_time: float = 60,
         max_staleness: float = 1.0,
         *,
+        previous_driver: str | None = None,
+        previous_url: str | None = None,
         coordinator_factory: backend.CoordinatorFactory | None = None,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] | None = None,
@@ -78,6 +81,9 @@ class ServiceGroup:
         contradicting URL, unknown URL option, ``service_down_time <=
         report_interval``) is refused here, before anything is written.
 
+        ``previous_driver`` / ``previous_url``: the backend a live fleet is
+        switching away from (:mod:`servicegroup.migration`).
+
         ``coordinator_factory``, ``clock``, ``wall_clock`` and ``background``
         exist for tests (an in-memory backend, a fake clock, no threads).
         """
@@ -88,29 +94,36 @@ class ServiceGroup:
             report_interval=report_interval,
             service_down_time=service_down_time,
             max_staleness=max_staleness,
+            previous_driver=previous_driver,
+            previous_url=previous_url,
         )
         self.url = driver_urls.resolve(driver, url, records_url, ttl=service_down_time)
         self._factory = coordinator_factory or backend.default_factory
+        clock = clock or time.monotonic
+        wall_clock = wall_clock or time.time
+        #: The backend being switched away from, while previous_driver is set.
+        self._previous = migration.Previous.of(
+            self.settings, self.url, self._factory, background=background, clock=clock, wall_clock=wall_clock
+        )
         self._background = background
         self.records = records = Records(records_url)
         self._members: dict[str, Member] = {}
         self._stopped = False
         self._lock = threading.RLock()
         self._event_callbacks: list[EventCallback] = []
-        self._reader = Reader(
-            self.url, self._factory, background=background, replace_after=max(10 * max_staleness, 5.0)
-        )
-        clock = clock or time.monotonic
-        self._view = MembershipView(
-            self._reader.fetch,
+        self._reader, self._view = open_view(
+            self.url,
+            self._factory,
             max_staleness=max_staleness,
             grace=service_down_time,
-            start_thread=background,
-            on_forget=self._reader.forget,
+            background=background,
             clock=clock,
-            wall_clock=wall_clock or time.time,
+            wall_clock=wall_clock,
         )
-        self._reader.attach(poke=self._view.poke, watched=self._view.watched)
+        backends = [(self.url, self._reader, self._view)]
+        if self._previous is not None:
+            backends.append((self._previous.url, self._previous.reader, self._previous.view))
+        self._sources = Sources(backends)
         self._flags = FlagsCache(
             lambda: records.flags(only_set=True),
             interval=max_staleness,
@@ -136,11 +149,14 @@ class ServiceGroup:
             report_interval=s.report_interval,
             service_down_time=s.service_down_time,
             max_staleness=s.max_staleness,
+            previous_driver=s.previous_driver,
+            previous_url=s.previous_url,
             **kwargs,
         )
 
     def __repr__(self) -> str:
-        return f"<ServiceGroup {backend.where(self.url)} records={self.records.url_redacted}>"
+        previous = f" previous={backend.where(self._previous.url)}" if self._previous else ""
+        return f"<ServiceGroup {backend.where(self.url)}{previous} records={self.records.url_redacted}>"
 
     def __enter__(self) -> ServiceGroup:
         return self
@@ -175,6 +191,8 @@ class ServiceGroup:
                 self.records.delete(host, topic)
             raise
         self._view.poke(topic)
+        if self._previous is not None:
+            self._previous.join(host, topic, caps)  # never raises: see migration
         return record.with_liveness(not record.forced_down, record.last_seen_up)
 
     def leave(self, host: str, topic: str) -> None:
@@ -185,6 +203,8 @@ class ServiceGroup:
         if member is not None:
             member.leave(topic)
         self._view.poke(topic)
+        if self._previous is not None:
+            self._previous.leave(host, topic)
 
     def joined_hosts(self, topic: str) -> list[str]:
         """Hosts this instance itself joined to *topic*."""
@@ -200,6 +220,8 @@ class ServiceGroup:
         for h, member in list(self._members.items()):
             if host is None or h == host:
                 member.beat()
+        if self._previous is not None:
+            self._previous.heartbeat(host)
 
     # -- liveness --------------------------------------------------------
 
@@ -217,11 +239,10 @@ class ServiceGroup:
         if forced or self._flags.forced_down(host, topic):
             return False
         try:
-            members = self._view.members(topic)
+            return self._sources.lists(topic, host)  # during a driver switch: either backend
         except Exception as exc:  # is_up is called per request: it must not raise
             LOG.error("membership view failed for %r: %s", topic, backend.describe(exc))
             return False
-        return members is not None and host in members
 
     def liveness_unknown(self, topic: str) -> str | None:
         """Why this process cannot vouch for anyone's liveness in *topic*
@@ -229,14 +250,29 @@ class ServiceGroup:
 
         ``is_up`` answers False then, by design; a caller that must not guess
         (an operator's listing) asks this. Reads the topic first if needed.
+
+        During a driver switch, names every backend that cannot be read:
+        a service the other one lists is still up, but a down answer is
+        then a guess (:mod:`servicegroup.migration`).
         """
-        if self._view.members(topic) is not None:
-            return None
-        reason = self._view.last_error(topic) or "membership not read"
-        where = backend.where(self.url)
-        if where not in reason:
-            reason = f"{where}: {reason}"
-        return urls.redact(reason, url=self.url)
+        return self._sources.unknown(topic)
+
+    def liveness_age(self, topic: str) -> float | None:
+        """Seconds since the oldest membership read the answers about
+        *topic* come from *started* (None: a backend not read yet)."""
+        return self._sources.age(topic)
+
+    def switch_status(self, topic: str) -> migration.TopicStatus:
+        """Which live hosts of *topic* the new and the previous backend list
+        (``driver-status``); a typed error, never a guess, when a backend
+        cannot be read or ``previous_driver`` is not set."""
+        if self._previous is None:
+            raise errors.ConfigError("previous_driver is not set: there is no driver switch to report on")
+        why = self.liveness_unknown(topic)
+        if why:
+            raise errors.BackendUnavailable(f"cannot tell where {topic!r} is listed: {why}")
+        new, old = (view.members(topic) or {} for view in self._sources.views)
+        return migration.TopicStatus(topic, frozenset(new), frozenset(old))
 
     def flags_age(self) -> float | None:
         """Seconds since the forced_down/disabled flags were last read from
@@ -247,7 +283,7 @@ class ServiceGroup:
 
     def members(self, topic: str) -> dict[str, dict[str, Any]]:
         """Live, not forced-down hosts of *topic* with their capabilities."""
-        view = self._view.members(topic) or {}
+        view = self._sources.listed(topic) or {}
         return {h: dict(c) for h, c in view.items() if not self._flags.forced_down(h, topic)}
 
     def get_all(self, topic: str) -> list[str]:
@@ -277,8 +313,7 @@ class ServiceGroup:
             host, topic, record_seen = svc.host, svc.topic, svc.last_seen_up
         if host is None or topic is None:
             raise TypeError("get_updated_time() needs a Service or both topic= and host=")
-        self._view.members(topic)  # a first read of the topic, if nobody asked before
-        seen = self._view.last_seen(topic, host)
+        seen = self._sources.last_seen(topic, host)
         if seen is not None:
             return datetime.datetime.fromtimestamp(seen, tz=datetime.timezone.utc)
         if record_seen is None:
@@ -310,7 +345,7 @@ class ServiceGroup:
         full list (the hash ring) use it.
         """
         topic = names.check(topic, "topic")
-        return self._view.watch(topic, on_join, on_leave, on_change)
+        return self._sources.watch(self.members, topic, on_join, on_leave, on_change)
 
     def partitioner(self, group: str, **kwargs: Any) -> Partitioner:
         """A consistent-hash :class:`~servicegroup.ring.Partitioner` over *group*."""
@@ -333,6 +368,8 @@ class ServiceGroup:
         Raises :class:`~servicegroup.errors.BackendUnavailable` (the local
         part done) when the backend cannot be reached.
         """
+        if self._previous is not None:
+            self._previous.expire(topic, host)  # best effort; logged
         self._view.hide(topic, host)
         member = self._members.get(host)
         if not backend.remove_member(self._factory, self.url, topic, host, member.coordinator() if member else None):
@@ -346,7 +383,7 @@ class ServiceGroup:
         """Undo this process's local :meth:`expire` of *host* if the backend
         still lists it unchanged (the backend removal failed); True if it is
         an answer again. Never writes to the backend."""
-        return self._view.unhide(topic, host)
+        return self._sources.unhide(topic, host)
 
     # -- operator actions ------------------------------------------------
 
@@ -368,12 +405,14 @@ class ServiceGroup:
         with self._lock:  # the same lock _member() checks _stopped under
             self._stopped = True
             members, self._members = list(self._members.values()), {}
-        self._reader.refuse()  # a refresh under way must not reconnect
+        self._sources.refuse()  # a refresh under way must not reconnect
         for member in members:
             member.stop()
-        self._view.stop()
+        if self._previous is not None:
+            self._previous.stop_members()
+        self._sources.stop()
         self._flags.stop()
-        self._reader.close()
+        self._sources.close()
         self.records.dispose()
 
     # -- internals -------------------------------------------------------

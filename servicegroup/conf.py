@@ -62,6 +62,17 @@ SERVICEGROUP_OPTS = [
         help="Backend URL for the driver (default: the driver's local default; "
         "for db, the [database] connection). May carry credentials.",
     ),
+    cfg.StrOpt(
+        "previous_driver",
+        help="While switching driver on a live fleet: the driver used before. Members "
+        "heartbeat to both backends and observers count a service up if either lists it. "
+        "Unset it (rolling) once `servicegroup driver-status` exits 0; see docs/operations.md.",
+    ),
+    cfg.StrOpt(
+        "previous_url",
+        secret=True,
+        help="Backend URL of previous_driver (default: that driver's default). May carry credentials.",
+    ),
     cfg.FloatOpt(
         "report_interval",
         default=10.0,
@@ -124,6 +135,8 @@ class Settings:
     report_interval: float = 10.0
     service_down_time: float = 60.0
     max_staleness: float = 1.0
+    previous_driver: str | None = None
+    previous_url: str | None = None
 
     def __post_init__(self) -> None:
         for name in TIMINGS:
@@ -143,11 +156,20 @@ class Settings:
             )
         if not self.records_url:
             raise errors.ConfigError("records_url ([database] connection) must not be empty")
+        for name in ("previous_driver", "previous_url"):
+            if not getattr(self, name):
+                # `previous_driver =` in a file (the runbook's last step) means unset.
+                object.__setattr__(self, name, None)
+        if self.previous_url and not self.previous_driver:
+            raise errors.ConfigError(
+                "previous_url is set but previous_driver is not: set previous_driver too "
+                "(the driver the fleet is switching away from)"
+            )
 
     def __repr__(self) -> str:
         # The URLs may carry passwords and tokens: never shown raw.
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("driver", "url", "records_url"):
+        for name in ("driver", "url", "records_url", "previous_driver", "previous_url"):
             if shown[name] is not None:
                 shown[name] = urls.redact(shown[name])
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
@@ -169,6 +191,8 @@ class Settings:
                 ("report_interval", "servicegroup", "report_interval"),
                 ("service_down_time", "servicegroup", "service_down_time"),
                 ("max_staleness", "servicegroup", "max_staleness"),
+                ("previous_driver", "servicegroup", "previous_driver"),
+                ("previous_url", "servicegroup", "previous_url"),
             )
         }
         return cls(**values)

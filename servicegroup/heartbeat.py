@@ -129,6 +129,22 @@ class Member:
         self._ensure_thread()
         return caps
 
+    def join_later(self, topic: str, capabilities: dict[str, Any] | None = None) -> None:
+        """Want *topic* joined without raising: the heartbeat thread joins it
+        on its next beats (reported as lost until it has).
+
+        For a backend whose failure must not fail the caller: the previous
+        driver during a driver switch (:mod:`servicegroup.migration`).
+        """
+        caps = dict(capabilities or {})
+        caps[INCARNATION] = uuid.uuid4().hex
+        with self._ops:
+            with self._lock:
+                self._topics[topic] = caps
+                self._unwanted.discard(topic)
+            self._mark_lost(topic, "it could not join yet")
+        self._ensure_thread()
+
     def leave(self, topic: str) -> None:
         """Leave *topic*. If the backend cannot be told now, the error is
         raised and each later beat retries until the entry is gone."""

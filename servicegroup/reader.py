@@ -30,7 +30,7 @@ from servicegroup import errors
 from servicegroup import forksafe
 from servicegroup import profiles
 from servicegroup import push
-from servicegroup.membership import Members
+from servicegroup.membership import Members, MembershipView
 from servicegroup.watches import INCARNATION
 
 
@@ -196,6 +196,33 @@ class Reader:
         self._lock = threading.RLock()
         self._coord = None
         self._pushes = {}
+
+
+def open_view(
+    url: str,
+    factory: backend.CoordinatorFactory,
+    *,
+    max_staleness: float,
+    grace: float,
+    background: bool,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+) -> tuple[Reader, MembershipView]:
+    """A reader of *url* and the membership view it feeds, wired together:
+    one pair per backend a ServiceGroup reads (two while a driver switch
+    is under way, see :mod:`servicegroup.migration`)."""
+    reader = Reader(url, factory, background=background, replace_after=max(10 * max_staleness, 5.0))
+    view = MembershipView(
+        reader.fetch,
+        max_staleness=max_staleness,
+        grace=grace,
+        start_thread=background,
+        on_forget=reader.forget,
+        clock=clock,
+        wall_clock=wall_clock,
+    )
+    reader.attach(poke=view.poke, watched=view.watched)
+    return reader, view
 
 
 def read_members(
