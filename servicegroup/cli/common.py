@@ -51,6 +51,8 @@ BACKEND_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--report-interval", {"type": float, "help": "seconds between heartbeats"}),
     ("--service-down-time", {"type": float, "help": "seconds without heartbeat until down"}),
     ("--max-staleness", {"type": float, "help": "oldest membership view is_up may use"}),
+    ("--previous-driver", {"help": "driver being switched away from (see driver-status)"}),
+    ("--previous-url", {"help": "backend URL of --previous-driver"}),
 )
 
 #: The Settings fields the backend options set (all but --config-file).
