@@ -185,11 +185,12 @@ class ServiceGroup:
         if binary:
             caps.setdefault("binary", binary)
         try:
-            member.join(topic, caps)
+            joined = member.join(topic, caps)
         except BaseException:
             if not existed:
                 self.records.delete(host, topic)
             raise
+        self._view.own_write(topic, host, joined)  # is_up(svc) is True once we return
         self._view.poke(topic)
         if self._previous is not None:
             self._previous.join(host, topic, caps)  # never raises: see migration
@@ -202,6 +203,7 @@ class ServiceGroup:
         member = self._members.get(host)
         if member is not None:
             member.leave(topic)
+            self._view.own_write(topic, host, None)  # down in our own view once we return
         self._view.poke(topic)
         if self._previous is not None:
             self._previous.leave(host, topic)

@@ -279,6 +279,28 @@ class MembershipView:
                 queue_change(self.dispatcher, topic, watches)
         return True
 
+    def own_write(self, topic: str, host: str, caps: Capabilities | None) -> None:
+        """Read your own writes: *host* just joined *topic* with *caps*
+        (left it: None) through this process, so the view says so before
+        ``join``/``leave`` returns rather than at the next read. A read that
+        started before the write cannot commit over it afterwards."""
+        with self._lock:
+            self._read_seq += 1
+            self._committed[topic] = self._read_seq
+            old = self._snapshots.get(topic)
+            if old is None:
+                return  # never read: the first read comes after the write
+            members = {h: c for h, c in old.members.items() if h != host}
+            if caps is not None:
+                members[host] = caps
+                self._last_seen[(topic, host)] = self._wall()
+                self._unhide_reincarnated(topic, members)
+            self._snapshots[topic] = dataclasses.replace(old, members=members)
+            watches = list(self._watches.get(topic, ()))
+            queue_events(self.dispatcher, topic, old.members, members, watches)
+            if old.members != members:
+                queue_change(self.dispatcher, topic, watches)
+
     def refresh_all(self) -> None:
         self._forget_idle()
         self._refresh_each(sorted(self._topics))
