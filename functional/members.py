@@ -78,7 +78,16 @@ _MAIN_AT_INFO = (
 class MemberProcess:
     """``python -m servicegroup join`` for one host, collecting its output."""
 
-    def __init__(self, target: Target, host: str, topic: str, *, config_file: str | None = None) -> None:
+    def __init__(
+        self,
+        target: Target,
+        host: str,
+        topic: str,
+        *,
+        config_file: str | None = None,
+        report_interval: float = REPORT_INTERVAL,
+        service_down_time: float = DOWN_TIME,
+    ) -> None:
         """A member of *target*, or, given *config_file*, configured by that
         file alone (the flags would win over it)."""
         cmd = [sys.executable, "-c", _MAIN_AT_INFO, "join", "--host", host, "--topic", topic]
@@ -86,7 +95,7 @@ class MemberProcess:
             cmd += ["--config-file", config_file]
         else:
             cmd += ["--driver", target.driver, "--records-url", target.records_url]
-            cmd += ["--report-interval", str(REPORT_INTERVAL), "--service-down-time", str(DOWN_TIME)]
+            cmd += ["--report-interval", str(report_interval), "--service-down-time", str(service_down_time)]
             if target.url:
                 cmd += ["--url", target.url]
         self.host = host

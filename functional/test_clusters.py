@@ -1,0 +1,154 @@
+"""Clustered backends under real faults: a ZooKeeper ensemble, an etcd
+cluster, Redis behind Sentinel (servicegroup.testing.servers.cluster).
+
+Each test runs member processes (``servicegroup join``) and an observer
+against a 3-node cluster, lets a nemesis cause one fault, records every
+observation in a history (servicegroup.testing.history) and checks the
+invariants on it afterwards (docs/clusters.md). The short version run by
+``make test``: :data:`MEMBERS` members, one leader kill and one partition
+per cluster. Every deadline derives from the configured intervals.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from functional.members import MemberProcess, Target, explain, wait_for
+from servicegroup.api import ServiceGroup
+from servicegroup.testing import history as hist
+from servicegroup.testing.proxy import FaultProxy
+from servicegroup.testing.selection import backend_params
+from servicegroup.testing.servers import cluster as clusters
+
+#: Member processes per test (``SG_CLUSTER_MEMBERS`` raises it; the issue's
+#: 20 is too heavy for ``make test`` on a loaded 2-core machine).
+MEMBERS = int(os.environ.get("SG_CLUSTER_MEMBERS", "3"))
+REPORT_INTERVAL = 1.0
+DOWN_TIME = 6.0
+STALENESS = 0.5
+#: Invariant 1's bound: service_down_time, plus one more for a lease reset
+#: by an election (etcd), plus a report interval and the staleness.
+BOUND = 2 * DOWN_TIME + REPORT_INTERVAL + STALENESS
+#: Waits for what must happen eventually (members joining, re-joining).
+SETTLE = 3 * BOUND
+
+CLUSTERS = {
+    "zk": clusters.ZooKeeperEnsemble,
+    "etcd": clusters.EtcdCluster,
+    "redis": clusters.RedisSentinelCluster,
+}
+
+
+@pytest.fixture(scope="module", params=backend_params(*CLUSTERS))
+def cluster(request):
+    """One cluster per backend for the module; a start failure fails the
+    tests with every node's log tail (never a skip)."""
+    with CLUSTERS[request.param]() as c:
+        c.name_ = request.param
+        yield c
+
+
+@pytest.fixture
+def healed(cluster):
+    cluster.heal()
+    yield cluster
+    cluster.heal()
+
+
+def _target(cluster, url: str, tmp_path) -> Target:
+    return Target(cluster.name_, cluster.name_, url, f"sqlite:///{tmp_path / 'records.sqlite'}")
+
+
+def _kwargs(target: Target) -> dict[str, object]:
+    return target.kwargs(report_interval=REPORT_INTERVAL, service_down_time=DOWN_TIME, max_staleness=STALENESS)
+
+
+def _member(target: Target, host: str, topic: str) -> MemberProcess:
+    return MemberProcess(target, host, topic, report_interval=REPORT_INTERVAL, service_down_time=DOWN_TIME)
+
+
+def _reader(observer: ServiceGroup, topic: str):
+    def read() -> list[str]:
+        why = observer.liveness_unknown(topic)
+        if why:
+            raise LookupError(why)
+        return observer.get_all(topic)
+
+    return read
+
+
+def _checked(history: hist.History, hosts: list[str], tmp_path, members, cluster) -> hist.Report:
+    report = hist.check(history, hosts, BOUND)
+    path = tmp_path / "history.jsonl"
+    history.dump(str(path))
+    print(f"\n{cluster.name_}: {report.summary()}; detections {report.detections}; history {path}")
+    assert not report.violations, "\n".join(report.violations[:20]) + "\n" + explain(members)
+    return report
+
+
+def test_a_leader_kill_causes_no_false_down(healed, tmp_path):
+    """Kill the leader (the Redis primary: a Sentinel failover), restart it:
+    every member stays up throughout, as read by the observer."""
+    cluster = healed
+    target = _target(cluster, cluster.url, tmp_path)
+    topic = f"lk-{uuid.uuid4().hex[:8]}"
+    hosts = [f"host-{i}" for i in range(MEMBERS)]
+    members = [_member(target, h, topic) for h in hosts]
+    observer = ServiceGroup(**_kwargs(target))
+    history = hist.History()
+    try:
+        with hist.observing(history, _reader(observer, topic), REPORT_INTERVAL / 2):
+            assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members, cluster)
+            leader = cluster.leader()
+            history.record("fault", repr(leader), "kill-leader")
+            leader.kill()
+            cluster.leader()  # the election is over
+            leader.start()
+            history.record("fault-end", repr(leader))
+            # Quiet for a while after: a late false down would show here.
+            wait_for(lambda: False, bound=DOWN_TIME + REPORT_INTERVAL)
+        _checked(history, hosts, tmp_path, members, cluster)
+    finally:
+        for m in members:
+            m.kill()
+        observer.stop()
+
+
+@pytest.mark.parametrize("cluster", backend_params("zk", "etcd"), indirect=True)
+def test_a_member_cut_off_from_every_node_is_read_down_and_heals(healed, tmp_path):
+    """One member reaches the cluster through a FaultProxy per node; all its
+    proxies drop traffic (a partition): the observer reads it down within the
+    bound, the others never, and it is back by itself after the heal."""
+    cluster = healed
+    topic = f"cut-{uuid.uuid4().hex[:8]}"
+    hosts = [f"host-{i}" for i in range(MEMBERS)]
+    proxies = [FaultProxy(n.host, n.port).start() for n in cluster.nodes]
+    scheme = cluster.nodes[0].scheme
+    cut_url = f"{scheme}://" + ",".join(p.address for p in proxies)
+    target = _target(cluster, cluster.url, tmp_path)
+    members = [_member(target, h, topic) for h in hosts[1:]]
+    members.insert(0, _member(_target(cluster, cut_url, tmp_path), hosts[0], topic))
+    observer = ServiceGroup(**_kwargs(target))
+    history = hist.History()
+    try:
+        with hist.observing(history, _reader(observer, topic), REPORT_INTERVAL / 2):
+            assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members, cluster)
+            history.record("cut", hosts[0])
+            for p in proxies:
+                p.drop()
+            assert wait_for(lambda: hosts[0] not in observer.get_all(topic), bound=SETTLE), explain(members)
+            assert wait_for(lambda: members[0].saw("membership_lost"), bound=SETTLE), explain(members[:1])
+            for p in proxies:
+                p.heal()
+            history.record("heal", hosts[0])
+            assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members)
+        _checked(history, hosts, tmp_path, members, cluster)
+    finally:
+        for m in members:
+            m.kill()
+        observer.stop()
+        for p in proxies:
+            p.stop()
