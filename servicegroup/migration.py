@@ -170,7 +170,7 @@ class Previous:
         is logged and left to the member's heartbeat thread to retry."""
         member = self._member(host)
         try:
-            member.join(topic, dict(capabilities))
+            self.view.own_write(topic, host, member.join(topic, dict(capabilities)))
         except Exception as exc:
             LOG.warning(
                 "%s could not join %r in the previous backend (%s), retrying every beat: %s",
@@ -190,6 +190,7 @@ class Previous:
             return
         try:
             member.leave(topic)
+            self.view.own_write(topic, host, None)
         except Exception as exc:
             LOG.warning("%s could not leave %r in the previous backend yet: %s", host, topic, backend.describe(exc))
         self.view.poke(topic)

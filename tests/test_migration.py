@@ -272,3 +272,12 @@ def test_matchmaker_and_hash_ring_answer_from_both_backends(make_pair):
     observer = make_pair()
     assert MatchMaker(observer).get_hosts("compute") == ["on-new", "on-old"]
     assert observer.partitioner("compute").members() == ["on-new", "on-old"]
+
+
+def test_a_join_and_a_leave_show_in_both_views_of_this_process_at_once(make_pair):
+    sg = make_pair()
+    assert sg.get_all("compute") == []  # both views read before the join
+    sg.join("host-a", "compute")
+    assert [v.members("compute").keys() == {"host-a"} for v in sg._sources.views] == [True, True]
+    sg.leave("host-a", "compute")
+    assert not sg.is_up(topic="compute", host="host-a")
