@@ -33,6 +33,7 @@ from servicegroup import backend
 from servicegroup import conf as sg_conf
 from servicegroup import driver_urls
 from servicegroup import errors
+from servicegroup import exiting
 from servicegroup import forksafe
 from servicegroup import migration
 from servicegroup import names
@@ -133,6 +134,7 @@ class ServiceGroup:
         )
         forksafe.register(self, ServiceGroup._after_fork)
         self._flags.start()
+        exiting.running(self)  # stopped at exit if nobody calls stop()
 
     @classmethod
     def from_config(cls, conf: cfg.ConfigOpts, **kwargs: Any) -> ServiceGroup:
@@ -403,11 +405,13 @@ class ServiceGroup:
         return self.records.set_disabled(names.check(host, "host"), names.check(topic, "topic"), False, None)
 
     def stop(self) -> None:
-        """Leave every topic, stop every thread, close every connection."""
+        """Leave every topic, stop every thread, close every connection.
+        Logs nothing at warning level or above: stopping is not a failure."""
         with self._lock:  # the same lock _member() checks _stopped under
             self._stopped = True
             members, self._members = list(self._members.values()), {}
-        self._sources.refuse()  # a refresh under way must not reconnect
+        exiting.stopped(self)
+        self._sources.refuse()  # a refresh under way must not reconnect, nor log
         for member in members:
             member.stop()
         if self._previous is not None:

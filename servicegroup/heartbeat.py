@@ -276,6 +276,8 @@ class Member:
                     LOG.info("heartbeat of %s recovered", self.host)
                     self._failing = False
             except Exception as exc:  # never die silently: log once, retry
+                if self._stop.is_set():
+                    return  # stopping: connections are closing under the beat
                 if self._failures.failed():
                     self._rebuild(exc)
                 if not self._failing:

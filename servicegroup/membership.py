@@ -248,6 +248,8 @@ class MembershipView:
         except coordination.GroupNotCreated:
             members = {}
         except Exception as exc:  # backend down: keep the last snapshot (grace)
+            if self._stopped.is_set():
+                return False  # stopping: the reader refuses, connections close
             why = urls.redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if topic not in self._failing:
                 LOG.warning("membership of %r could not be read: %s", topic, why)
@@ -392,11 +394,16 @@ class MembershipView:
             self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
 
+    def halt(self) -> None:
+        """Refresh no more (a read under way finishes, quietly); :meth:`stop`
+        then waits for it."""
+        self._stopped.set()
+        self._wake.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop refreshing; wait (bounded) for a refresh under way to end, so
         nothing reads the backend or the records after its owner closed them."""
-        self._stopped.set()
-        self._wake.set()
+        self.halt()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)

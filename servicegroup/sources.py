@@ -84,6 +84,8 @@ class Sources:
         return UnionWatch(self.views, members, topic, on_join, on_leave, on_change)
 
     def refuse(self) -> None:
+        for view in self.views:
+            view.halt()  # first: a read failing from here on is no news
         for _, reader, _ in self._backends:
             reader.refuse()  # a refresh under way must not reconnect
 

@@ -1,0 +1,134 @@
+"""A process that ends without ``stop()``: it exits promptly, says nothing
+alarming, and withdraws its member entry (servicegroup/exiting.py).
+
+Each test runs a real child process that joins a host, reads it up, then
+lets the interpreter end with the ServiceGroup still running (a script, a
+crashed ``main``), on every backend. The child's membership TTL
+(``service_down_time``) is far longer than the test waits, so seeing the
+host gone means the exit withdrew it, not that its TTL ran out. With the
+backend frozen behind a :class:`~servicegroup.testing.proxy.FaultProxy`
+(half-open, the worst case) the exit must not hang either.
+
+A clean ``stop()`` logs nothing at warning level or above: the child
+stops a second ServiceGroup of its own before it ends, and the test reads
+its log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+from functional.members import BOUND, Target, wait_for
+from servicegroup import backend
+from servicegroup.api import ServiceGroup
+from servicegroup.testing.proxy import FaultProxy
+
+#: The child's TTL: longer than anything the test waits for (BOUND).
+CHILD_DOWN_TIME = 2 * BOUND
+#: How long an exit may take before it counts as a hang: one backend call's
+#: bound. The exit itself waits 1 s at most (exiting.EXIT_BOUND); what is
+#: left is the interpreter's own teardown.
+HANG = backend.CALL_TIMEOUT
+
+_CHILD = """
+import json, logging, sys, time
+logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                    format="%(levelname)s %(name)s: %(message)s")
+from servicegroup.api import ServiceGroup
+kw, topic, then = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+hosts = ["leaver", "stopper"] if then == "stop-one" else ["leaver"]
+groups = [ServiceGroup(**kw) for _ in hosts]
+for sg, host in zip(groups, hosts):
+    sg.join(host, topic)
+    while not sg.is_up(topic=topic, host=host):
+        time.sleep(0.05)
+print("READY", flush=True)
+sys.stdin.readline()
+if then == "stop-one":
+    groups[1].stop()
+print("END", time.monotonic(), flush=True)
+"""
+
+
+def _child(target: Target, topic: str, then: str = "stop-one") -> subprocess.Popen[str]:
+    kw = target.kwargs(service_down_time=CHILD_DOWN_TIME)
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(kw), topic, then],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(child: subprocess.Popen[str], when_ready: Callable[[], object] = lambda: None) -> tuple[str, float]:
+    """Let the child end once it is READY (after *when_ready*); its log and
+    how long its exit took (from its last line to its end)."""
+    assert child.stdout is not None and child.stdin is not None
+    line = child.stdout.readline()
+    assert line.startswith("READY"), f"child never got up: {line!r}"
+    when_ready()
+    child.stdin.write("\n")
+    child.stdin.flush()
+    try:
+        out, err = child.communicate(timeout=HANG + BOUND)  # its last line may come late under load
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
+        pytest.fail(f"the child hung at exit:\n{err[-3000:]}")
+    took = time.monotonic() - float(out.split()[-1])  # CLOCK_MONOTONIC: one per machine
+    assert child.returncode == 0, err[-3000:]
+    assert took < HANG, f"the exit took {took:.1f}s:\n{err[-3000:]}"
+    return err, took
+
+
+def _loud(err: str, level: tuple[str, ...] = ("WARNING", "ERROR", "CRITICAL", "Traceback")) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.startswith(level)]
+
+
+def test_exit_without_stop_is_quick_quiet_and_withdraws_the_member(target: Target) -> None:
+    """Two ServiceGroups in the child: one stopped (``stop()`` must log
+    nothing at warning level or above), one left running to the exit."""
+    topic = f"exit-{uuid.uuid4().hex[:8]}"
+    child = _child(target, topic)
+    observer = ServiceGroup(**target.kwargs())
+    try:
+        err, _ = _finish(child, lambda: observer.get_all(topic))
+        assert _loud(err) == [], err[-3000:]
+        assert wait_for(lambda: observer.get_all(topic) == [], bound=BOUND), (
+            "the exit did not withdraw the member (its TTL is longer than this wait)"
+        )
+    finally:
+        if child.poll() is None:
+            child.kill()
+        observer.stop()
+
+
+def test_exit_without_stop_does_not_hang_on_a_frozen_backend(target: Target) -> None:
+    """The backend freezes (half-open) just before the interpreter ends."""
+    via = target.records_url if target.driver == "db" else target.url
+    assert via is not None
+    if via.startswith("sqlite"):
+        pytest.skip("SQLite is a local file: there is no connection to freeze")
+    parts = urllib.parse.urlsplit(via)
+    with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 0) as proxy:
+        if target.driver == "db":
+            child_target = Target(target.name, "db", None, proxy.via(via))
+        else:
+            child_target = Target(target.name, target.driver, proxy.via(via), target.records_url)
+        child = _child(child_target, f"hang-{uuid.uuid4().hex[:8]}", then="exit")
+        try:
+            err, _ = _finish(child, proxy.hold)
+        finally:
+            if child.poll() is None:
+                child.kill()
+            proxy.heal()
+    assert _loud(err, ("ERROR", "CRITICAL", "Traceback")) == [], err[-3000:]
