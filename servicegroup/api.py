@@ -98,7 +98,7 @@ class ServiceGroup:
             previous_driver=previous_driver,
             previous_url=previous_url,
         )
-        self.url = driver_urls.resolve(driver, url, records_url, ttl=service_down_time)
+        self.url = driver_urls.resolve(driver, url, records_url, ttl=service_down_time, report_interval=report_interval)
         self._factory = coordinator_factory or backend.default_factory
         clock = clock or time.monotonic
         wall_clock = wall_clock or time.time

