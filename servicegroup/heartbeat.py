@@ -30,6 +30,7 @@ from tooz import coordination
 
 from servicegroup import backend
 from servicegroup import forksafe
+from servicegroup import mcgroup
 from servicegroup.watches import INCARNATION
 
 LOG = logging.getLogger(__name__)
@@ -333,40 +334,17 @@ def is_listed(coord: coordination.CoordinationDriver, group: bytes, member_id: b
     One read of the member's own entry everywhere but memcached, where
     tooz's lookup sweeps the whole group (one GET per member, then a CAS to
     drop the dead): every member doing that every beat costs the fleet
-    O(N^2) reads per interval. A member only needs its own id in the group
-    key (its beat key it has just written), so there it is one GET of that
-    key. This reaches into tooz's driver, guarded: anything unexpected falls
-    back to tooz's own lookup.
+    O(N^2) reads per interval. There it is one GET of the group key
+    (:func:`servicegroup.mcgroup.listed`).
     """
-    fast = _memcached_group(coord, group)
-    if fast is not None:
-        return member_id in fast
+    mc = mcgroup.driver_parts(coord)
+    if mc is not None:
+        return mcgroup.listed(mc, group, member_id)
     try:
         coord.get_member_capabilities(group, member_id).get(timeout=backend.CALL_TIMEOUT)
         return True
     except (coordination.MemberNotJoined, coordination.GroupNotCreated):
         return False
-
-
-def _memcached_group(coord: coordination.CoordinationDriver, group: bytes) -> dict[bytes, Any] | None:
-    """The raw member dict of a memcached group ({} if the group is gone),
-    or None when *coord* is not tooz's memcached driver as we know it."""
-    try:
-        from tooz.drivers.memcached import MemcachedDriver
-    except ImportError:  # pymemcache missing: not memcached
-        return None
-    if not isinstance(coord, MemcachedDriver):
-        return None
-    try:
-        key = coord._encode_group_id(group)
-        client = coord.client
-    except AttributeError:
-        return None
-    try:
-        members = client.get(key)
-    except Exception as exc:
-        raise coordination.ToozConnectionError(backend.describe(exc)) from None
-    return members if isinstance(members, dict) else {}
 
 
 def join_now(coord: coordination.CoordinationDriver, group: bytes, caps: dict[str, Any]) -> None:

@@ -28,8 +28,10 @@ from tooz import coordination
 from servicegroup import backend
 from servicegroup import errors
 from servicegroup import forksafe
+from servicegroup import mcgroup
 from servicegroup import profiles
 from servicegroup import push
+from servicegroup import zkcache
 from servicegroup.membership import Members, MembershipView
 from servicegroup.watches import INCARNATION
 
@@ -61,6 +63,10 @@ class Reader:
         self._lock = threading.RLock()
         self._coord: coordination.CoordinationDriver | None = None
         self._pushes: dict[str, _Subscription] = {}
+        #: ZooKeeper path caches per topic, valid for the coordinator they
+        #: were made on (see :mod:`servicegroup.zkcache`).
+        self._zk_caches: dict[str, zkcache.GroupCache] = {}
+        self._zk_owner: coordination.CoordinationDriver | None = None
         self._refused = False
         self._poke: Callable[[str], None] = lambda topic: None
         self._watched: Callable[[str], bool] = lambda topic: False
@@ -102,7 +108,8 @@ class Reader:
         beats: dict[bytes, float | None] = {}
         with backend.errors_translated(self.url):
             try:
-                raw = read_members(coord, group, beats)
+                cache = self._zk_cache(coord, topic)
+                raw = cache.read(backend.CALL_TIMEOUT) if cache is not None else read_members(coord, group, beats)
             except coordination.GroupNotCreated:
                 # Nobody ever joined: an empty group, not an error. Push only
                 # for a watched topic: on ZooKeeper subscribing creates the
@@ -123,6 +130,22 @@ class Reader:
             if beat is not None:
                 members.beats[host] = beat
         return members
+
+    def _zk_cache(self, coord: coordination.CoordinationDriver, topic: str) -> zkcache.GroupCache | None:
+        """*topic*'s path cache when *coord* is tooz's ZooKeeper driver."""
+        client = getattr(coord, "_coord", None)
+        path_group = getattr(coord, "_path_group", None)
+        if self._profile.push != "zookeeper" or client is None or path_group is None:
+            return None
+        with self._lock:
+            if self._zk_owner is not coord:
+                self._zk_owner, self._zk_caches = coord, {}
+            cache = self._zk_caches.get(topic)
+            if cache is None:
+                path = path_group(topic.encode())
+                path = path.decode() if isinstance(path, bytes) else str(path)
+                cache = self._zk_caches[topic] = zkcache.GroupCache(client, path, lambda: self._poke(topic))
+            return cache
 
     # -- push subscriptions --------------------------------------------------
 
@@ -163,6 +186,7 @@ class Reader:
         """The view dropped an idle topic: drop its push subscription too."""
         with self._lock:
             sub = self._pushes.pop(topic, None)
+            self._zk_caches.pop(topic, None)
         if sub is not None and sub.cancel is not None:
             _cancel_quietly(sub.cancel)
 
@@ -196,6 +220,7 @@ class Reader:
         self._lock = threading.RLock()
         self._coord = None
         self._pushes = {}
+        self._zk_caches, self._zk_owner = {}, None
 
 
 def open_view(
@@ -232,11 +257,16 @@ def read_members(
     driver allows; fills *beats* where it reports heartbeat times.
 
     Our SQL driver gives capabilities and heartbeat times in one SELECT;
-    tooz's drivers mostly have ``get_members_with_capabilities`` (one call,
-    where memcached's per-member GETs would be O(N) round trips); the last
-    resort is one call per member.
+    memcached's are two round trips (:mod:`servicegroup.mcgroup`; tooz's
+    lookup is one GET per member); tooz's other drivers mostly have
+    ``get_members_with_capabilities`` in O(1) round trips (ZooKeeper's is
+    one read per member: the reader uses :mod:`servicegroup.zkcache`
+    there); the last resort is one call per member.
     """
     timeout = backend.CALL_TIMEOUT
+    mc = mcgroup.driver_parts(coord)
+    if mc is not None:
+        return mcgroup.read(mc, group)
     with_beats = getattr(coord, "get_members_with_heartbeats", None)
     if with_beats is not None:
         rows = with_beats(group).get(timeout=timeout)
