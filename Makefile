@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit functional conformance test-consul-real bench services venv lint clean sample-config
+.PHONY: demo test unit functional conformance test-consul-real bench bench-scale services venv lint clean sample-config
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ services:
 
 bench: $(STAMP) services
 	$(PY) -m bench.run
+
+## Fleets of 1,000 / 5,000 / 10,000 per backend beside raw tooz (docs/scale.md):
+## long (about an hour); SIZES=1000 BACKENDS=zk,redis narrow it.
+SIZES    ?= 1000,5000,10000
+BACKENDS ?= zk,redis,mc,etcd,db-postgresql,db-mysql,consul-fake
+bench-scale: $(STAMP) services
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench.scale --sizes $(SIZES) --backends $(BACKENDS)
 
 ## ruff's rules, ruff's formatter and mypy --strict (config in
 ## pyproject.toml, versions pinned in setup.cfg's lint extra); fails on any
