@@ -107,6 +107,7 @@ class ServiceGroup:
             self.settings, self.url, self._factory, background=background, clock=clock, wall_clock=wall_clock
         )
         self._background = background
+        self._clock = clock
         self.records = records = Records(records_url)
         self._members: dict[str, Member] = {}
         self._stopped = False
@@ -352,10 +353,31 @@ class ServiceGroup:
         return self._sources.watch(self.members, topic, on_join, on_leave, on_change)
 
     def partitioner(self, group: str, **kwargs: Any) -> Partitioner:
-        """A consistent-hash :class:`~servicegroup.ring.Partitioner` over *group*."""
+        """A consistent-hash :class:`~servicegroup.ring.Partitioner` over *group*.
+
+        It self-fences (:mod:`servicegroup.fencing`) for a host this
+        instance joined: ``fence=None`` turns that off.
+        """
+        from servicegroup.fencing import SelfFence
         from servicegroup.ring import Partitioner
 
+        if "fence" not in kwargs:
+            kwargs["fence"] = SelfFence.for_timings(
+                self.membership_confirmed,
+                self.settings.report_interval,
+                self.settings.service_down_time,
+                clock=self._clock,
+            )
         return Partitioner(self, group, **kwargs)
+
+    def membership_confirmed(self, topic: str, host: str) -> float | None:
+        """Monotonic time at which *host*'s membership of *topic* was last
+        confirmed by a heartbeat of this process (``-inf``: lost since), or
+        None when this instance did not join *host* to *topic*."""
+        member = self._members.get(host)
+        if member is None or topic not in member.topics:
+            return None
+        return member.confirmed(topic)
 
     def expire(self, topic: str, host: str) -> bool:
         """Drop *host* from *topic* at once, everywhere, until it re-joins.
@@ -437,6 +459,7 @@ class ServiceGroup:
                     on_event=self._dispatch_event,
                     seen=self._seen_recently,
                     background=self._background,
+                    clock=self._clock,
                 )
             return self._members[host]
 

@@ -14,6 +14,12 @@ tooz coordinator and one thread, and fixes what raw tooz 9.1 leaves broken:
   ``membership_restored`` through the ``on_event`` callback and the log;
 - a forked child never reuses its parent's coordinator (its session, its
   sockets): the child starts empty and builds its own on first use.
+
+:meth:`Member.confirmed` says when this member last knew itself listed in
+a topic: the start of the last beat (or join) that succeeded and found it
+listed. The backend cannot drop it earlier than ``service_down_time`` after
+that moment, which is what the Partitioner's self-fencing counts from
+(:mod:`servicegroup.fencing`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 import contextlib
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -58,6 +65,7 @@ class Member:
         on_event: EventCallback | None = None,
         seen: SeenCheck | None = None,
         background: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.host = host
@@ -66,8 +74,11 @@ class Member:
         self._on_event = on_event
         self._seen = seen
         self._background = background
+        self._clock = clock
         self._topics: dict[str, dict[str, Any]] = {}
         self._lost: set[str] = set()
+        #: topic -> monotonic start of the last beat that confirmed it listed.
+        self._confirmed: dict[str, float] = {}
         #: Topics whose removal from the backend is not confirmed (a failed
         #: join or leave): each beat retries, so no entry outlives our intent.
         self._unwanted: set[str] = set()
@@ -106,6 +117,7 @@ class Member:
         caps = dict(capabilities or {})
         caps[INCARNATION] = uuid.uuid4().hex
         with self._ops:
+            started = self._clock()
             coord = self.coordinator()
             try:
                 with backend.errors_translated(self.url):
@@ -127,6 +139,7 @@ class Member:
                 self._topics[topic] = caps
                 self._lost.discard(topic)
                 self._unwanted.discard(topic)
+                self._confirmed[topic] = started
         self._ensure_thread()
         return caps
 
@@ -153,6 +166,7 @@ class Member:
             with self._lock:
                 self._topics.pop(topic, None)
                 self._lost.discard(topic)
+                self._confirmed.pop(topic, None)
                 self._unwanted.add(topic)
             coord = self.coordinator()
             with backend.errors_translated(self.url):
@@ -162,7 +176,19 @@ class Member:
     def beat(self) -> None:
         """One heartbeat cycle: beat, then check (and heal) each topic."""
         with self._ops:
+            started = self._clock()
             self._beat()
+            with self._lock:
+                for topic in self._topics:
+                    if topic not in self._lost:
+                        self._confirmed[topic] = started
+
+    def confirmed(self, topic: str) -> float:
+        """Monotonic time at which the last successful beat (or the join)
+        that found this member listed in *topic* started; ``-inf`` when
+        none did since it was last found missing (or never)."""
+        with self._lock:
+            return self._confirmed.get(topic, -math.inf)
 
     def _beat(self) -> None:
         coord = self.coordinator()
@@ -242,6 +268,7 @@ class Member:
             return self._topics.get(topic) is caps
 
     def _mark_lost(self, topic: str, why: str) -> None:
+        self._confirmed.pop(topic, None)
         if topic in self._lost:
             return
         self._lost.add(topic)

@@ -6,6 +6,12 @@ member list of a group on every membership change (never patched
 incrementally: rings that applied join/leave diffs drifted apart between
 processes), which tells this member, once per change, which of its keys it
 gained and lost.
+
+With a :class:`~servicegroup.fencing.SelfFence` (``sg.partitioner()``
+gives one), ownership is also a lease: a member that cannot confirm its own
+membership for the lease's length owns nothing (``owns()`` False, every key
+reported lost) until it can again, and that happens before the others can
+read it as down and take its keys (invariant 3 of docs/clusters.md).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from servicegroup import errors, names
+from servicegroup.fencing import SelfFence, Tokens
 from servicegroup.hashring import (  # re-exported: servicegroup.ring is where users look
     DEFAULT_POINTS,
     DEFAULT_PROBES,
@@ -89,6 +96,7 @@ class Partitioner:
         points_per_member: int = DEFAULT_POINTS,
         replicas: int = 1,
         probes: int = DEFAULT_PROBES,
+        fence: SelfFence | None = None,
     ) -> None:
         self._sg = sg
         self._group = names.check(group, "topic")
@@ -106,6 +114,13 @@ class Partitioner:
         self._ring = HashRing({}, points_per_member, probes)
         self._owned: frozenset[Key] = frozenset()
         self._stopped = False
+        self._fence = fence
+        #: The fence has taken every key away (reported lost) until re-confirmed.
+        self._fenced = False
+        self._tokens = Tokens()
+        #: Token of the ownership period that began at the last rebuild or unfence.
+        self._epoch = self._tokens.take()
+        self._fence_stop = threading.Event()
         # Subscribe before the first build: a change in between is then seen
         # by a second rebuild instead of being lost.
         # on_change, not join/leave: it also fires when a host is fenced, when
@@ -117,6 +132,8 @@ class Partitioner:
         except BaseException:
             self._watch.cancel()
             raise
+        if fence is not None:
+            threading.Thread(target=self._fence_loop, name=f"servicegroup-fence-{group}", daemon=True).start()
 
     # -- lookups (lock-free) ----------------------------------------------
     @property
@@ -148,10 +165,11 @@ class Partitioner:
             raise errors.NoLiveHosts(self._group) from None
 
     def owns(self, key: Key) -> bool:
-        """Whether this member (``host``) owns *key*, or holds one of its replicas."""
+        """Whether this member (``host``) owns *key*, or holds one of its
+        replicas; False while it cannot confirm its membership (fenced)."""
         host = self._require_host()
         ring = self._ring
-        if host not in ring or not len(ring):
+        if host not in ring or not len(ring) or not self._lease_valid(host):
             return False
         if self._replicas == 1:
             return ring.owner(key) == host
@@ -162,8 +180,55 @@ class Partitioner:
         return list(self._ring.members)
 
     def owned(self) -> frozenset[Key]:
-        """The keys of the caller's key set this member owns now."""
+        """The keys of the caller's key set this member owns now (none
+        while fenced)."""
+        host = self._host
+        if host is not None and not self._lease_valid(host):
+            return frozenset()
         return self._owned
+
+    def token(self, key: Key) -> int | None:
+        """The fencing token of this member's ownership of *key*, or None
+        when it does not own it now. Tokens only grow, and a later owner's
+        is larger (:class:`~servicegroup.fencing.Tokens`): pass it with every
+        write about *key* so the store can refuse a stale owner's."""
+        return self._epoch if self.owns(key) else None
+
+    def fenced(self) -> bool:
+        """Whether this member gave up its keys for want of a confirmed membership."""
+        host = self._host
+        return host is not None and not self._lease_valid(host)
+
+    def check_fence(self) -> None:
+        """Report a fence (every key lost) or its end (every key gained) to
+        the callbacks, once each. A thread calls this every few tenths of
+        the margin; tests with a fake clock call it after moving the clock."""
+        with self._lock:
+            host = self._host
+            if self._stopped or self._fence is None or host is None:
+                return
+            valid = self._lease_valid(host)
+            if valid == (not self._fenced):
+                return
+            self._fenced = not valid
+            owned = set(self._owned)
+            if self._fenced:
+                LOG.warning(
+                    "group %s: %s cannot confirm its membership for %gs: self-fenced, giving up %d keys",
+                    self._group,
+                    host,
+                    self._fence.lease,
+                    len(owned),
+                )
+                gained, lost = set(), owned
+            else:
+                LOG.warning(
+                    "group %s: %s confirmed its membership again: owning %d keys", self._group, host, len(owned)
+                )
+                self._epoch = self._tokens.take()
+                gained, lost = owned, set()
+            for cb in list(self._callbacks):
+                self._call(cb, set(gained), set(lost))
 
     # -- key set and callbacks --------------------------------------------
     def set_keys(self, keys: Iterable[Key]) -> None:
@@ -189,7 +254,7 @@ class Partitioner:
         with self._lock:
             self._callbacks.append(callback)
             if initial:
-                self._call(callback, set(self._owned), set())
+                self._call(callback, set(self._owned) if not self._fenced else set(), set())
         return RebalanceHandle(self, callback)
 
     def _remove_callback(self, callback: RebalanceCallback) -> None:
@@ -212,6 +277,7 @@ class Partitioner:
                 return
             self._stopped = True
             self._callbacks.clear()
+        self._fence_stop.set()
         self._watch.cancel()
 
     def __enter__(self) -> Partitioner:
@@ -266,6 +332,18 @@ class Partitioner:
             return frozenset(k for k in self._keys if owner(k) == host)
         return frozenset(k for k in self._keys if host in ring.owners(k, self._replicas))
 
+    def _lease_valid(self, host: str) -> bool:
+        return self._fence is None or self._fence.valid(self._group, host)
+
+    def _fence_loop(self) -> None:
+        assert self._fence is not None
+        step = max(0.02, min(0.5, self._fence.lease / 20))
+        while not self._fence_stop.wait(step):
+            try:
+                self.check_fence()
+            except Exception:
+                LOG.exception("group %s: checking the fence failed", self._group)
+
     def _on_change(self, topic: str) -> None:
         try:
             self._rebuild(notify=True)
@@ -298,7 +376,8 @@ class Partitioner:
             gained, lost = owned - self._owned, self._owned - owned
             self._ring = ring  # one reference assignment: atomic for readers
             self._owned = owned
-            if notify:
+            self._epoch = self._tokens.take()  # any ring change may move keys to us
+            if notify and not self._fenced:  # fenced: all was reported lost; the unfence reports what is owned
                 LOG.debug(
                     "group %s: %d members, %s gained %d keys and lost %d",
                     self._group,
