@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit functional conformance test-consul-real bench bench-scale services venv lint clean sample-config
+.PHONY: demo test unit functional conformance test-consul-real bench bench-scale services venv lint clean sample-config stress-test
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ conformance: $(STAMP) services
 ## else a private `consul agent -dev`; fails saying why when neither exists.
 test-consul-real: $(STAMP)
 	PY=$(PY) bash scripts/consul-real
+
+## The functional suite STRESS_RUNS times (5) in a row beside a CPU hog,
+## stopping at the first failure (STRESS_SELECT picks a subset). Long: not
+## part of `make test`.
+stress-test: $(STAMP) services
+	PY=$(PY) bash scripts/stress-test
 
 ## Installs (apt) and starts what the functional tests need.
 services:
