@@ -59,6 +59,7 @@ def zk_group(zookeeper_server) -> Iterator[tuple[str, str, Any]]:
 @pytest.mark.backend("zk")
 def test_zookeeper_steady_refresh_is_one_request_whatever_the_group_size(zookeeper_server, zk_group):
     from kazoo.client import KazooClient
+    from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
 
     topic, path, writer = zk_group
     r = _reader(zookeeper_server.url)
@@ -83,6 +84,13 @@ def test_zookeeper_steady_refresh_is_one_request_whatever_the_group_size(zookeep
         # exists + children + the new child + the updated one (+ the deleted
         # one, whose data watch fired): never one read per member.
         assert len(calls) <= 5
+
+        # kazoo calls data watches with no path when a session ends: the
+        # cache then trusts nothing it holds and reads everything again.
+        r._zk_caches[topic]._changed(WatchedEvent(EventType.NONE, KeeperState.EXPIRED_SESSION, None))
+        with counting(KazooClient, "_call") as calls:
+            assert r.fetch(topic) == changed
+        assert len(calls) == N + 2
     finally:
         r.close()
 

@@ -29,6 +29,9 @@ from kazoo import exceptions as kazoo_exceptions
 from tooz import coordination
 from tooz import utils as tooz_utils
 
+#: A session no client has: the next read starts over.
+_STALE = object()
+
 #: Data read per child: the decoded capabilities (None when unreadable).
 Caps = dict[str, Any] | None
 
@@ -48,7 +51,7 @@ class GroupCache:
         #: One read at a time: two overlapping reads would each take part of
         #: the dirty set and the later commit could undo the earlier one.
         self._reading = threading.Lock()
-        self._session: Any = None
+        self._session: Any = _STALE
         self._cversion: int | None = None
         self._data: dict[str, Caps] = {}
         #: Children whose data watch fired since they were last read.
@@ -110,10 +113,16 @@ class GroupCache:
         return found
 
     def _changed(self, event: Any) -> None:
-        """A child's data watch fired: re-read that child on the next read."""
-        name = event.path.rsplit("/", 1)[-1]
+        """A child's data watch fired: re-read that child on the next read.
+
+        kazoo also calls watches with no path when the session ends or the
+        client stops: then nothing cached can be trusted, start over."""
+        path = getattr(event, "path", None)
         with self._lock:
-            self._dirty.add(name)
+            if not path:
+                self._session = _STALE
+            else:
+                self._dirty.add(path.rsplit("/", 1)[-1])
         if self._on_change is not None:
             self._on_change()
 
