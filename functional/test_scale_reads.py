@@ -22,8 +22,9 @@ from tooz import utils as tooz_utils
 
 from servicegroup import driver_urls
 from servicegroup.backend import default_factory
+from servicegroup.heartbeat import Member
 from servicegroup.reader import Reader
-from servicegroup.testing.roundtrips import counting
+from servicegroup.testing.roundtrips import counting, requests_of
 
 N = 300
 
@@ -214,3 +215,34 @@ def test_sql_refresh_is_one_select(sql_url, dialect):
     url = driver_urls.records_to_sql_url(sql_url(dialect))
     counts = _requests_per_read(url, Connection, ("_execute_context",), (2, 12))
     assert counts == [1, 1], counts
+
+
+# -- heartbeats: one write and one O(1) read ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "driver",
+    [
+        pytest.param("zk", marks=pytest.mark.backend("zk")),
+        pytest.param("mc", marks=pytest.mark.backend("mc")),
+        pytest.param("redis", marks=pytest.mark.backend("redis")),
+        pytest.param("etcd", marks=pytest.mark.backend("etcd")),
+    ],
+)
+def test_a_heartbeat_is_one_write_and_one_read(driver, backend_server):
+    """The beat's write and its self-check, nothing per member of the group
+    (the group holds other members too, so an O(N) check would show)."""
+    url = backend_server(driver).url
+    topic = f"beat-{uuid.uuid4().hex[:8]}"
+    others: list[Any] = []
+    member = Member(url, "h-self", report_interval=1.0, background=False)
+    try:
+        _grow(others, topic.encode(), url, 5)
+        member.join(topic)
+        member.beat()
+        with requests_of(driver) as calls:
+            member.beat()
+        assert len(calls) == 2, calls
+    finally:
+        member.stop()
+        _stop_all(others)

@@ -37,7 +37,8 @@ from tooz import coordination
 
 from servicegroup import backend
 from servicegroup import forksafe
-from servicegroup import mcgroup
+from servicegroup import caller
+from servicegroup.selfcheck import is_listed
 from servicegroup.watches import INCARNATION
 
 LOG = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class Member:
         self._failing = False
         self._failures = backend.FailureClock(after=max(10 * report_interval, 5.0))
         self.beats = 0
+        #: Runs the beat's backend calls, bounded, on one reused thread.
+        self._caller = caller.Caller(f"servicegroup-beat-{host}")
         forksafe.register(self, Member._after_fork)
 
     # -- public ----------------------------------------------------------
@@ -193,7 +196,7 @@ class Member:
     def _beat(self) -> None:
         coord = self.coordinator()
         with backend.errors_translated(self.url):
-            backend.bounded(coord.heartbeat, backend.CALL_TIMEOUT, "heartbeat")
+            self._caller.call(coord.heartbeat, backend.CALL_TIMEOUT, "heartbeat")
             losses = getattr(coord, "session_lost_count", 0)
             if losses != self._losses_reported:
                 # Our SQL and Consul backends say so when their session
@@ -225,6 +228,7 @@ class Member:
                         _leave(coord, topic)
                 backend.stop_quietly(coord)
             self._topics.clear()
+        self._caller.close()
 
     # -- internals -------------------------------------------------------
 
@@ -235,7 +239,8 @@ class Member:
         if topic not in self._lost and self._seen is not None and self._seen(topic, self.host, incarnation):
             return  # a fresh view already lists us: no extra read
         group = topic.encode()
-        listed = is_listed(coord, group, self.host.encode())
+        member_id = self.host.encode()
+        listed = self._caller.call(lambda: is_listed(coord, group, member_id), backend.CALL_TIMEOUT, "self-check")
         if listed and topic not in self._lost:
             return
         if not self._still_joined(topic, caps):
@@ -346,6 +351,7 @@ class Member:
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._ops = threading.RLock()
+        self._caller.after_fork()
 
 
 def _leave(coord: coordination.CoordinationDriver, topic: str) -> None:
@@ -353,25 +359,6 @@ def _leave(coord: coordination.CoordinationDriver, topic: str) -> None:
         coord.leave_group(topic.encode()).get(timeout=backend.CALL_TIMEOUT)
     except (coordination.MemberNotJoined, coordination.GroupNotCreated):
         pass  # not there: what we wanted
-
-
-def is_listed(coord: coordination.CoordinationDriver, group: bytes, member_id: bytes) -> bool:
-    """Whether *member_id* is in *group*: the heartbeat's self-check.
-
-    One read of the member's own entry everywhere but memcached, where
-    tooz's lookup sweeps the whole group (one GET per member, then a CAS to
-    drop the dead): every member doing that every beat costs the fleet
-    O(N^2) reads per interval. There it is one GET of the group key
-    (:func:`servicegroup.mcgroup.listed`).
-    """
-    mc = mcgroup.driver_parts(coord)
-    if mc is not None:
-        return mcgroup.listed(mc, group, member_id)
-    try:
-        coord.get_member_capabilities(group, member_id).get(timeout=backend.CALL_TIMEOUT)
-        return True
-    except (coordination.MemberNotJoined, coordination.GroupNotCreated):
-        return False
 
 
 def join_now(coord: coordination.CoordinationDriver, group: bytes, caps: dict[str, Any]) -> None:
