@@ -36,6 +36,7 @@ Duration: about a minute on a quiet machine (40 restarts, in batches).
 from __future__ import annotations
 
 import dataclasses
+import socket
 import subprocess
 import sys
 import threading
@@ -117,9 +118,12 @@ class Fleet:
             self.members[host] = member
 
     def stop(self, hosts: list[str]) -> None:
+        """SIGTERM *hosts* together (a batch restarts at once), then reap them."""
         for host in hosts:
             self.live[host][-1][1] = time.monotonic()  # not live from here on
-            self.members[host].terminate()
+            self.members[host].proc.terminate()
+        for host in hosts:
+            self.members[host].terminate()  # waits (bounded), SIGKILL past it
             self.retired.append(self.members.pop(host))
 
     def kill(self, host: str) -> float:
@@ -270,3 +274,27 @@ def test_a_rolling_driver_switch_there_and_back_never_reads_a_live_service_down(
     print(f"{len(fleet.answers)} answers recorded, {len(false_downs)} false downs")
     assert not false_downs, "\n".join(false_downs[:20]) + "\n" + explain(fleet.retired[-MEMBERS:])
     assert len(fleet.answers) > 0
+
+
+def test_an_unreachable_previous_backend_never_hurts_the_new_one(tmp_path, zookeeper_server):
+    """A member bridging to an old backend nobody listens on any more joins,
+    and stays up for an observer of the new backend across many beats."""
+    records = f"sqlite:///{tmp_path / 'records.sqlite'}"
+    with socket.socket() as s:  # a port that was free a moment ago: nobody listens
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}"
+    bridge = _config(tmp_path / "bridge.conf", records, "zk", zookeeper_server.url, previous=("redis", dead))
+    topic = f"dead-old-{uuid.uuid4().hex[:8]}"
+    fleet = Fleet(topic, ["host-0"])
+    try:
+        fleet.start(["host-0"], bridge)
+        fleet.observe_with(_config(tmp_path / "zk.conf", records, "zk", zookeeper_server.url), "observer on zk")
+        member = fleet.members["host-0"]
+        beats = 2 * DOWN_TIME / REPORT_INTERVAL  # outlives the TTL twice over
+        wait_for(lambda: False, bound=beats * REPORT_INTERVAL)
+        assert member.proc.poll() is None, explain([member])
+        assert member.saw("could not join"), explain([member])  # the old backend's refusal, logged
+    finally:
+        fleet.close()
+    assert not fleet.false_downs(), "\n".join(fleet.false_downs()[:20])
+    assert any(a.live and "host-0" in a.live for a in fleet.answers)
