@@ -41,6 +41,7 @@ from servicegroup.flags import FlagsCache
 from servicegroup.heartbeat import EventCallback
 from servicegroup.heartbeat import Member
 from servicegroup.reader import open_view
+from servicegroup.metrics import Metrics
 from servicegroup.records import Records
 from servicegroup.records import Service
 from servicegroup.sources import Sources
@@ -70,6 +71,7 @@ class ServiceGroup:
         *,
         previous_driver: str | None = None,
         previous_url: str | None = None,
+        metrics_port: int | None = None,
         coordinator_factory: backend.CoordinatorFactory | None = None,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] | None = None,
@@ -85,6 +87,8 @@ class ServiceGroup:
         ``previous_driver`` / ``previous_url``: the backend a live fleet is
         switching away from (:mod:`servicegroup.migration`).
 
+        ``metrics_port`` serves :attr:`metrics` over HTTP (0: any free port,
+        see :meth:`~servicegroup.metrics.Metrics.serve`).
         ``coordinator_factory``, ``clock``, ``wall_clock`` and ``background``
         exist for tests (an in-memory backend, a fake clock, no threads).
         """
@@ -97,6 +101,7 @@ class ServiceGroup:
             max_staleness=max_staleness,
             previous_driver=previous_driver,
             previous_url=previous_url,
+            metrics_port=metrics_port,
         )
         self.url = driver_urls.resolve(driver, url, records_url, ttl=service_down_time, report_interval=report_interval)
         self._factory = coordinator_factory or backend.default_factory
@@ -126,6 +131,7 @@ class ServiceGroup:
         if self._previous is not None:
             backends.append((self._previous.url, self._previous.reader, self._previous.view))
         self._sources = Sources(backends)
+        self.metrics = Metrics.of(self, self._reader, self._view)
         self._flags = FlagsCache(
             lambda: records.flags(only_set=True),
             interval=max_staleness,
@@ -136,6 +142,12 @@ class ServiceGroup:
         forksafe.register(self, ServiceGroup._after_fork)
         self._flags.start()
         exiting.running(self)  # stopped at exit if nobody calls stop()
+        if metrics_port is not None:
+            try:
+                self.metrics.serve(metrics_port)
+            except BaseException:
+                self.stop()
+                raise
 
     @classmethod
     def from_config(cls, conf: cfg.ConfigOpts, **kwargs: Any) -> ServiceGroup:
@@ -154,6 +166,7 @@ class ServiceGroup:
             max_staleness=s.max_staleness,
             previous_driver=s.previous_driver,
             previous_url=s.previous_url,
+            metrics_port=s.metrics_port,
             **kwargs,
         )
 
@@ -441,6 +454,7 @@ class ServiceGroup:
         self._sources.stop()
         self._flags.stop()
         self._sources.close()
+        self.metrics.close()
         self.records.dispose()
 
     # -- internals -------------------------------------------------------
@@ -461,6 +475,7 @@ class ServiceGroup:
                     background=self._background,
                     clock=self._clock,
                 )
+                self._members[host].on_beat = self.metrics.heartbeat
             return self._members[host]
 
     def _after_fork(self) -> None:
@@ -473,6 +488,7 @@ class ServiceGroup:
         return self._view.lists(topic, host, incarnation, within=self.settings.report_interval)
 
     def _dispatch_event(self, event: str, topic: str, host: str) -> None:
+        self.metrics.event(event, topic, host)
         for cb in list(self._event_callbacks):
             self._view.dispatcher.submit(cb, event, topic, host)
 

@@ -97,6 +97,12 @@ SERVICEGROUP_OPTS = [
         help="Oldest membership view, in seconds, that is_up() may answer from. Lower "
         "means fresher answers and more backend reads.",
     ),
+    cfg.PortOpt(
+        "metrics_port",
+        help="Serve Prometheus metrics over HTTP on this port (all addresses), from "
+        "every process of the service that builds a ServiceGroup. Unset: no HTTP "
+        "server (`servicegroup metrics` still prints them). Needs servicegroup[metrics].",
+    ),
 ]
 
 database_group = cfg.OptGroup("database", title="Service records database")
@@ -137,6 +143,7 @@ class Settings:
     max_staleness: float = 1.0
     previous_driver: str | None = None
     previous_url: str | None = None
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         for name in TIMINGS:
@@ -165,6 +172,9 @@ class Settings:
                 "previous_url is set but previous_driver is not: set previous_driver too "
                 "(the driver the fleet is switching away from)"
             )
+        port = self.metrics_port
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+            raise errors.ConfigError(f"metrics_port must be a TCP port from 0 to 65535 (0: any free one), not {port!r}")
 
     def __repr__(self) -> str:
         # The URLs may carry passwords and tokens: never shown raw.
@@ -193,6 +203,7 @@ class Settings:
                 ("max_staleness", "servicegroup", "max_staleness"),
                 ("previous_driver", "servicegroup", "previous_driver"),
                 ("previous_url", "servicegroup", "previous_url"),
+                ("metrics_port", "servicegroup", "metrics_port"),
             )
         }
         return cls(**values)

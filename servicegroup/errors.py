@@ -71,3 +71,16 @@ class NoLiveHosts(ServiceGroupError, LookupError):
     def __init__(self, topic: str) -> None:
         self.topic = topic
         super().__init__(f"no live host for topic {topic!r}")
+
+
+class MissingExtra(ConfigError, ImportError):
+    """What was asked for needs a client library that is not installed;
+    the message names the ``servicegroup[...]`` extra that installs it."""
+
+    def __init__(self, what: str, module: str, extra: str) -> None:
+        self.what = what
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{what} needs the Python module {module!r}, which is not installed: pip install 'servicegroup[{extra}]'"
+        )

@@ -48,6 +48,8 @@ LOG = logging.getLogger(__name__)
 EventCallback = Callable[[str, str, str], None]
 #: ``seen(topic, host, incarnation)``: True if a fresh view already shows it.
 SeenCheck = Callable[[str, str, Any], bool]
+#: ``on_beat(host, seconds, ok)`` after each heartbeat cycle of the thread.
+BeatObserver = Callable[[str, float, bool], None]
 
 MEMBERSHIP_LOST = "membership_lost"
 MEMBERSHIP_RESTORED = "membership_restored"
@@ -99,6 +101,8 @@ class Member:
         self.beats = 0
         #: Runs the beat's backend calls, bounded, on one reused thread.
         self._caller = caller.Caller(f"servicegroup-beat-{host}")
+        #: Told of each cycle of the heartbeat thread (the metrics).
+        self.on_beat: BeatObserver | None = None
         forksafe.register(self, Member._after_fork)
 
     # -- public ----------------------------------------------------------
@@ -304,6 +308,7 @@ class Member:
             started = time.monotonic()
             try:
                 self.beat()
+                self._observe(time.monotonic() - started, True)
                 self._failures.ok()
                 if self._failing:
                     LOG.info("heartbeat of %s recovered", self.host)
@@ -311,6 +316,7 @@ class Member:
             except Exception as exc:  # never die silently: log once, retry
                 if self._stop.is_set():
                     return  # stopping: connections are closing under the beat
+                self._observe(time.monotonic() - started, False)
                 if self._failures.failed():
                     self._rebuild(exc)
                 if not self._failing:
@@ -324,6 +330,14 @@ class Member:
                 else:
                     LOG.debug("heartbeat of %s still failing: %s", self.host, backend.describe(exc))
             self._stop.wait(max(0.0, self.report_interval - (time.monotonic() - started)))
+
+    def _observe(self, seconds: float, ok: bool) -> None:
+        if self.on_beat is None:
+            return
+        try:
+            self.on_beat(self.host, seconds, ok)
+        except Exception:
+            LOG.exception("heartbeat observer failed")
 
     def _rebuild(self, exc: BaseException) -> None:
         """Replace a coordinator that keeps failing; re-join on the new one."""

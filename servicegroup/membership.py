@@ -198,6 +198,10 @@ class MembershipView:
         snap = self._snapshots.get(topic)
         return None if snap is None else self._clock() - snap.fetched_at
 
+    def ages(self) -> dict[str, float | None]:
+        """:meth:`age` of every topic the view reads (the metrics' staleness)."""
+        return {topic: self.age(topic) for topic in sorted(self._topics)}
+
     def hide(self, topic: str, host: str) -> None:
         """Drop *host* from answers until it shows up with a new incarnation,
         or for ``grace`` (``service_down_time``) at most.

@@ -35,6 +35,9 @@ from servicegroup import zkcache
 from servicegroup.membership import Members, MembershipView
 from servicegroup.watches import INCARNATION
 
+#: ``on_read(topic, round_trips, ok)``: one membership read of *topic*.
+ReadObserver = Callable[[str, int, bool], None]
+
 
 class _Subscription:
     """One topic's push subscription: claimed first, its cancel set once made."""
@@ -70,6 +73,8 @@ class Reader:
         self._refused = False
         self._poke: Callable[[str], None] = lambda topic: None
         self._watched: Callable[[str], bool] = lambda topic: False
+        #: ``on_read(topic, round_trips, ok)`` after each read (the metrics).
+        self.on_read: ReadObserver | None = None
         forksafe.register(self, Reader._after_fork)
 
     def attach(self, poke: Callable[[str], None], watched: Callable[[str], bool]) -> None:
@@ -91,9 +96,11 @@ class Reader:
 
     def fetch(self, topic: str) -> Members:
         """Live members of *topic* (the view's fetch); raises when unreadable."""
+        trips: list[int] = []
         try:
-            members = self._fetch_with(self.coordinator(), topic)
+            members = self._fetch_with(self.coordinator(), topic, trips)
         except Exception:
+            self._observe(topic, sum(trips), False)
             if self._failures.failed():  # see backend.FailureClock
                 with self._lock:
                     broken, self._coord = self._coord, None
@@ -101,15 +108,25 @@ class Reader:
                 backend.discard(broken)
             raise
         self._failures.ok()
+        self._observe(topic, sum(trips), True)
         return members
 
-    def _fetch_with(self, coord: coordination.CoordinationDriver, topic: str) -> Members:
+    def _observe(self, topic: str, round_trips: int, ok: bool) -> None:
+        if self.on_read is not None:
+            self.on_read(topic, round_trips, ok)
+
+    def _fetch_with(self, coord: coordination.CoordinationDriver, topic: str, trips: list[int]) -> Members:
         group = topic.encode()
         beats: dict[bytes, float | None] = {}
         with backend.errors_translated(self.url):
             try:
+                raw: Mapping[bytes, Any]
                 cache = self._zk_cache(coord, topic)
-                raw = cache.read(backend.CALL_TIMEOUT) if cache is not None else read_members(coord, group, beats)
+                if cache is not None:
+                    raw = cache.read(backend.CALL_TIMEOUT)
+                    trips.append(cache.requests)
+                else:
+                    raw = read_members(coord, group, beats, trips)
             except coordination.GroupNotCreated:
                 # Nobody ever joined: an empty group, not an error. Push only
                 # for a watched topic: on ZooKeeper subscribing creates the
@@ -251,10 +268,15 @@ def open_view(
 
 
 def read_members(
-    coord: coordination.CoordinationDriver, group: bytes, beats: dict[bytes, float | None]
+    coord: coordination.CoordinationDriver,
+    group: bytes,
+    beats: dict[bytes, float | None],
+    trips: list[int] | None = None,
 ) -> Mapping[bytes, Any]:
     """Members of *group* with capabilities, in as few round trips as the
-    driver allows; fills *beats* where it reports heartbeat times.
+    driver allows; fills *beats* where it reports heartbeat times, and
+    appends to *trips* the backend round trips it made (their sum is the
+    read's cost, which the metrics report).
 
     Our SQL driver gives capabilities and heartbeat times in one SELECT;
     memcached's are two round trips (:mod:`servicegroup.mcgroup`; tooz's
@@ -264,9 +286,12 @@ def read_members(
     there); the last resort is one call per member.
     """
     timeout = backend.CALL_TIMEOUT
+    trips = [] if trips is None else trips
     mc = mcgroup.driver_parts(coord)
     if mc is not None:
+        trips.append(2)  # the group key, then one multi-get (a rare sweep adds a CAS)
         return mcgroup.read(mc, group)
+    trips.append(1)  # the listing call below, whichever it is
     with_beats = getattr(coord, "get_members_with_heartbeats", None)
     if with_beats is not None:
         rows = with_beats(group).get(timeout=timeout)
@@ -275,10 +300,9 @@ def read_members(
     try:
         return coord.get_members_with_capabilities(group).get(timeout=timeout)
     except NotImplementedError:
-        return {
-            m: coord.get_member_capabilities(group, m).get(timeout=timeout)
-            for m in coord.get_members(group).get(timeout=timeout)
-        }
+        members = coord.get_members(group).get(timeout=timeout)
+        trips.append(len(members))
+        return {m: coord.get_member_capabilities(group, m).get(timeout=timeout) for m in members}
 
 
 def _cancel_quietly(cancel: push.Cancel) -> None:

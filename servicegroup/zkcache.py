@@ -56,6 +56,8 @@ class GroupCache:
         self._data: dict[str, Caps] = {}
         #: Children whose data watch fired since they were last read.
         self._dirty: set[str] = set()
+        #: Requests the last read made (the metrics' round trips per refresh).
+        self.requests = 0
 
     def read(self, timeout: float) -> dict[bytes, Caps]:
         """The group's members and capabilities; raises ``GroupNotCreated``
@@ -76,6 +78,7 @@ class GroupCache:
             if session != self._session:
                 # A new session carries none of our watches: start over.
                 self._session, self._cversion, self._data, self._dirty = session, None, {}, set()
+        self.requests = 1  # this exists(); a listing and one get per changed child follow if needed
         stat = self._client.exists_async(self._path).get(timeout=timeout)
         if stat is None:
             raise kazoo_exceptions.NoNodeError(self._path)
@@ -89,6 +92,8 @@ class GroupCache:
             data = {name: caps for name, caps in data.items() if name in names}
             dirty |= names - data.keys()
             cversion = stat.cversion
+            self.requests += 1
+        self.requests += len(dirty)
         fresh = self._fetch(sorted(dirty), timeout)
         for name in dirty:
             if name in fresh:
