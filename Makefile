@@ -7,7 +7,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit functional conformance test-consul-real bench bench-scale services venv lint clean sample-config stress-test
+SOAK_ARGS ?= --members 500 --processes 5 --minutes 10
+
+.PHONY: soak demo test unit functional conformance test-consul-real bench bench-scale services venv lint clean sample-config stress-test
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +49,12 @@ test-consul-real: $(STAMP)
 ## part of `make test`.
 stress-test: $(STAMP) services
 	PY=$(PY) bash scripts/stress-test
+
+## Clustered backends under a random nemesis (docs/clusters.md): 500 members
+## over 5 processes, 10 minutes per cluster (ZooKeeper, etcd, Redis Sentinel);
+## the history checker's result is printed as JSON, exit 1 on a violation.
+soak: $(STAMP) services
+	$(PY) -m functional.soak --cluster all $(SOAK_ARGS)
 
 ## Installs (apt) and starts what the functional tests need.
 services:

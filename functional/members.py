@@ -87,10 +87,12 @@ class MemberProcess:
         config_file: str | None = None,
         report_interval: float = REPORT_INTERVAL,
         service_down_time: float = DOWN_TIME,
+        prefix: list[str] | None = None,
     ) -> None:
         """A member of *target*, or, given *config_file*, configured by that
-        file alone (the flags would win over it)."""
-        cmd = [sys.executable, "-c", _MAIN_AT_INFO, "join", "--host", host, "--topic", topic]
+        file alone (the flags would win over it). *prefix* runs it under
+        another command (``faketime -f +3s``: a skewed clock)."""
+        cmd = [*(prefix or []), sys.executable, "-c", _MAIN_AT_INFO, "join", "--host", host, "--topic", topic]
         if config_file is not None:
             cmd += ["--config-file", config_file]
         else:

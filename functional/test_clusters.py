@@ -11,6 +11,7 @@ per cluster. Every deadline derives from the configured intervals.
 
 from __future__ import annotations
 
+import glob
 import os
 import uuid
 
@@ -66,8 +67,22 @@ def _kwargs(target: Target) -> dict[str, object]:
     return target.kwargs(report_interval=REPORT_INTERVAL, service_down_time=DOWN_TIME, max_staleness=STALENESS)
 
 
-def _member(target: Target, host: str, topic: str) -> MemberProcess:
-    return MemberProcess(target, host, topic, report_interval=REPORT_INTERVAL, service_down_time=DOWN_TIME)
+def _member(target: Target, host: str, topic: str, prefix: list[str] | None = None) -> MemberProcess:
+    return MemberProcess(
+        target, host, topic, report_interval=REPORT_INTERVAL, service_down_time=DOWN_TIME, prefix=prefix
+    )
+
+
+def _skewed(offset: str) -> list[str]:
+    """A command prefix running a program with its wall clock *offset* off
+    (libfaketime preloaded: the ``faketime`` wrapper forks, and a kill of the
+    wrapper would leave the member running). The monotonic clock is left
+    alone: libfaketime would move it by the epoch, and Python's timed waits,
+    which hand the kernel a faked monotonic deadline, would then never end
+    (seen: every heartbeat loop stalled after its first beat)."""
+    libs = glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
+    assert libs, "libfaketime is missing: scripts/ensure-services installs the faketime package"
+    return ["env", f"LD_PRELOAD={libs[0]}", f"FAKETIME={offset}", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
 
 
 def _reader(observer: ServiceGroup, topic: str):
@@ -152,3 +167,29 @@ def test_a_member_cut_off_from_every_node_is_read_down_and_heals(healed, tmp_pat
         observer.stop()
         for p in proxies:
             p.stop()
+
+
+def test_members_with_skewed_clocks_are_never_read_down_and_a_crash_is_seen(healed, tmp_path):
+    """Members run with their clocks service_down_time/2 behind, on time and
+    ahead (faketime): liveness is timed by the servers, so no false down,
+    and a crashed member is still read down within the bound."""
+    cluster = healed
+    target = _target(cluster, cluster.url, tmp_path)
+    topic = f"skew-{uuid.uuid4().hex[:8]}"
+    offsets = {"behind": f"-{DOWN_TIME / 2:g}s", "ontime": None, "ahead": f"+{DOWN_TIME / 2:g}s"}
+    hosts = sorted(offsets)
+    members = [_member(target, h, topic, _skewed(o) if o else None) for h, o in offsets.items()]
+    observer = ServiceGroup(**_kwargs(target))
+    history = hist.History()
+    try:
+        with hist.observing(history, _reader(observer, topic), REPORT_INTERVAL / 2):
+            assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members, cluster)
+            wait_for(lambda: False, bound=DOWN_TIME + REPORT_INTERVAL)  # a TTL's worth of beats
+            history.record("crash", "ahead")
+            members[2].kill()
+            assert wait_for(lambda: "ahead" not in observer.get_all(topic), bound=SETTLE), explain(members)
+        _checked(history, hosts, tmp_path, members, cluster)
+    finally:
+        for m in members:
+            m.kill()
+        observer.stop()

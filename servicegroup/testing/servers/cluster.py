@@ -258,13 +258,33 @@ class RedisNode(RedisServer):
         super().__init__(host, port)
         self.primary = primary
 
-    def command(self) -> list[str]:
+    @property
+    def config_path(self) -> str:
+        assert self.workdir
+        return os.path.join(self.workdir, "redis.conf")
+
+    def configure(self) -> None:
+        """Write redis.conf once: Sentinel rewrites it (``CONFIG REWRITE``)
+        when it turns the node into a replica or a primary, so a restarted
+        node comes back in the role the cluster gave it, not the one it
+        started with (a former primary restarted as one would sync its
+        stale data onto the new primary's replicas)."""
+        if os.path.exists(self.config_path):
+            return
         # Redis 7 waits 5 s before a diskless full sync: a primary killed
         # within them leaves an empty replica to promote.
-        argv = super().command() + ["--repl-diskless-sync-delay", "0"]
+        argv = super().command()[1:] + ["--repl-diskless-sync-delay", "0"]
         if self.primary is not None:
-            argv += ["--replicaof", self.primary.host, str(self.primary.port)]
-        return argv
+            argv += ["--replicaof", f"{self.primary.host} {self.primary.port}"]
+        lines = []
+        for i in range(0, len(argv), 2):
+            value = argv[i + 1]
+            lines.append(f"{argv[i][2:]} {value if value else chr(34) * 2}")
+        with open(self.config_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def command(self) -> list[str]:
+        return ["redis-server", self.config_path]
 
     def replication(self) -> dict[str, str]:
         """``INFO replication`` as a dict (``role``, ``master_link_status`` ...)."""
