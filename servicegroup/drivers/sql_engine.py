@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 import contextlib
+import threading
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -31,6 +32,25 @@ T = TypeVar("T")
 
 #: The ``sql+<dialect>`` schemes this backend registers.
 DIALECTS = ("sqlite", "postgresql", "mysql")
+
+#: Pool of the one engine per URL that every coordinator of a process
+#: shares: a process's connections to the server stay at most this many
+#: whatever the number of members it runs (each beat holds one briefly).
+POOL_SIZE = 2
+MAX_OVERFLOW = 6
+
+#: What the server says when it has no connection slot left (PostgreSQL's
+#: "too many clients", "remaining connection slots are reserved";
+#: MySQL/MariaDB error 1040 "Too many connections").
+_NO_SLOTS = ("too many clients", "remaining connection slots", "too many connections")
+_NO_SLOTS_HINT = (
+    " (the server's max_connections is used up: raise it, or pool the fleet's "
+    "connections through PgBouncer in transaction mode, see docs/scale.md)"
+)
+
+_SHARED_LOCK = threading.Lock()
+#: Engine key -> [engine, number of open Databases using it].
+_SHARED: dict[tuple[Any, ...], list[Any]] = {}
 
 
 class Database:
@@ -62,14 +82,44 @@ class Database:
         return urls.redact(self.url.render_as_string(hide_password=True))
 
     def open(self) -> sa.Engine:
-        """Create the engine (connections are made lazily, on first use)."""
-        self.engine = self._make_engine()
+        """This process's engine for the URL, shared by every coordinator
+        opened on it (connections are made lazily, on first use).
+
+        One engine per URL, not per member: a process running 1,000
+        members with an engine each needed more connections than
+        PostgreSQL's default ``max_connections`` (100) allows.
+        """
+        if self.engine is not None:
+            return self.engine
+        key = self._key()
+        with _SHARED_LOCK:
+            entry = _SHARED.get(key)
+            if entry is None:
+                entry = _SHARED[key] = [self._make_engine(), 0]
+            entry[1] += 1
+            self.engine = entry[0]
         return self.engine
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.dispose()
-        self.engine = None
+        """Stop using the shared engine; the last user disposes of it."""
+        engine, self.engine = self.engine, None
+        if engine is None:
+            return
+        key = self._key()
+        with _SHARED_LOCK:
+            entry = _SHARED.get(key)
+            if entry is None or entry[0] is not engine:
+                last = True  # not shared (made before a fork, or replaced)
+            else:
+                entry[1] -= 1
+                last = entry[1] <= 0
+                if last:
+                    del _SHARED[key]
+        if last:
+            engine.dispose()
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.url.render_as_string(hide_password=False), self._connect_timeout)
 
     def server_connect_args(self) -> dict[str, Any]:
         """The DBAPI arguments that bound every call (the URL's own win).
@@ -95,7 +145,13 @@ class Database:
                     "give a file path (sql+sqlite:///path) every member can open"
                 )
             return sqlengine.make_engine(self.url, connect_timeout=self._connect_timeout)
-        kwargs: dict[str, Any] = {"pool_size": 2, "max_overflow": 16}
+        # A checkout waits no longer than a connect may: a pool held by
+        # stuck calls fails the beat in bounded time, like a dead server.
+        kwargs: dict[str, Any] = {
+            "pool_size": POOL_SIZE,
+            "max_overflow": MAX_OVERFLOW,
+            "pool_timeout": self._connect_timeout,
+        }
         if self.dialect == "mysql":
             # REPEATABLE READ's gap locks deadlock concurrent joins for nothing.
             kwargs["isolation_level"] = "READ COMMITTED"
@@ -109,6 +165,8 @@ class Database:
         detail = text.splitlines()[0] if text else type(orig).__name__
         if self._password:
             detail = detail.replace(self._password, "***")
+        if any(phrase in detail.lower() for phrase in _NO_SLOTS):
+            detail += _NO_SLOTS_HINT
         return f"{self.where}: {detail}"
 
     @contextlib.contextmanager
@@ -118,7 +176,7 @@ class Database:
         host:port; anything else from the database -> ToozError."""
         with _base.translate((sa.exc.DBAPIError, sa.exc.ArgumentError), self.describe, tooz.ToozError):
             with _base.translate(
-                (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError),
+                (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, sa.exc.TimeoutError),
                 self.describe,
             ):
                 yield
