@@ -10,6 +10,8 @@ observer is a ServiceGroup in the test process, as a scheduler would be.
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -182,3 +184,38 @@ def test_member_thread_survives_and_heals_a_long_pause(observer, spawn, topic):
         member.resume()
     assert wait_for(lambda: observer.is_up(topic=topic, host="host-a"), bound=BOUND)
     assert wait_for(lambda: member.saw("membership_restored"))
+
+
+def test_the_services_table_counts_heartbeats(observer, spawn, topic):
+    """report_count and last_seen_up move (written every service_down_time / 2)."""
+    spawn("host-a")
+    assert wait_for(lambda: observer.is_up(topic=topic, host="host-a"))
+    joined = observer.records.get("host-a", topic)
+    assert wait_for(lambda: observer.records.get("host-a", topic).report_count > 0)
+    assert observer.records.get("host-a", topic).last_seen_up > joined.last_seen_up
+
+
+def test_a_reader_started_after_a_crash_shows_the_same_updated_time(target, observer, spawn, topic):
+    victim = spawn("host-a")
+    assert wait_for(lambda: observer.is_up(topic=topic, host="host-a"))
+    assert wait_for(lambda: observer.records.get("host-a", topic).report_count > 0)
+    victim.kill()
+    assert wait_for(lambda: not observer.is_up(topic=topic, host="host-a"))
+    seen_alive = observer.get_updated_time(topic=topic, host="host-a")
+    with ServiceGroup(**target.kwargs()) as late:
+        assert late.get_updated_time(topic=topic, host="host-a") == seen_alive
+        assert seen_alive == late.records.get("host-a", topic).last_seen_up
+
+
+def test_service_delete_withdraws_a_running_member(target, observer, spawn, topic):
+    """The operator's service-delete expires the membership and deletes the
+    record; the member's re-join then finds its record gone and withdraws."""
+    member = spawn("host-a")
+    assert wait_for(lambda: observer.is_up(topic=topic, host="host-a"))
+    argv = ["service-delete", "--host", "host-a", "--topic", topic, "--driver", target.driver]
+    argv += ["--records-url", target.records_url] + (["--url", target.url] if target.url else [])
+    done = subprocess.run([sys.executable, "-m", "servicegroup", *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert wait_for(lambda: member.saw("is gone")), member.tail()
+    assert wait_for(lambda: not observer.is_up(topic=topic, host="host-a")), member.tail()
+    assert observer.services(topic) == []

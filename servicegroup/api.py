@@ -38,8 +38,10 @@ from servicegroup import forksafe
 from servicegroup import migration
 from servicegroup import names
 from servicegroup.flags import FlagsCache
+from servicegroup.heartbeat import MEMBERSHIP_RESTORED
 from servicegroup.heartbeat import EventCallback
 from servicegroup.heartbeat import Member
+from servicegroup.recordkeeper import RecordKeeper
 from servicegroup.reader import open_view
 from servicegroup.metrics import Metrics
 from servicegroup.records import Records
@@ -138,6 +140,9 @@ class ServiceGroup:
             on_fence_change=self._view.notify_change,
             background=background,
             clock=clock,
+        )
+        self._keeper = RecordKeeper(
+            records.mark_seen_many, period=service_down_time / 2, on_gone=self._record_gone, background=background
         )
         forksafe.register(self, ServiceGroup._after_fork)
         self._flags.start()
@@ -316,15 +321,14 @@ class ServiceGroup:
     def get_updated_time(
         self, svc: Service | None = None, *, topic: str | None = None, host: str | None = None
     ) -> datetime.datetime | None:
-        """When the service last proved alive (UTC), if ever. Answered from memory.
+        """When the service last proved alive (UTC), if ever.
 
-        On the SQL backend this is its last heartbeat, stamped by the
-        database server and read with the membership itself, so it stays
-        exact after the service dies. Elsewhere (TTL keys, ephemeral nodes,
-        sessions carry no time) it is the last time the backend listed the
-        service, which for a crashed one is up to ``service_down_time``
-        after its last heartbeat. Never seen by this process: the record's
-        ``last_seen_up`` (its join).
+        While the backend lists it: on the SQL backend its last heartbeat
+        (database server's clock, read with the membership), elsewhere the
+        last time the backend listed it. Once it is not listed: the record's
+        ``last_seen_up``, the same for every reader whenever it started
+        (:mod:`servicegroup.recordkeeper`: at most ``service_down_time / 2``
+        before its last heartbeat); one records read unless *svc* is given.
         """
         record_seen = None
         if svc is not None:
@@ -453,6 +457,7 @@ class ServiceGroup:
             self._previous.stop_members()
         self._sources.stop()
         self._flags.stop()
+        self._keeper.stop()
         self._sources.close()
         self.metrics.close()
         self.records.dispose()
@@ -472,6 +477,7 @@ class ServiceGroup:
                     factory=self._factory,
                     on_event=self._dispatch_event,
                     seen=self._seen_recently,
+                    count_beat=self._keeper.beat,
                     background=self._background,
                     clock=self._clock,
                 )
@@ -487,8 +493,16 @@ class ServiceGroup:
         """A heartbeat's self-check answered from the view when it is fresh."""
         return self._view.lists(topic, host, incarnation, within=self.settings.report_interval)
 
+    def _record_gone(self, host: str, topic: str) -> None:
+        """The keeper found *host*'s record in *topic* deleted: not vouched for any more."""
+        member = self._members.get(host)
+        if member is not None and topic in member.topics:
+            self.leave(host, topic)
+
     def _dispatch_event(self, event: str, topic: str, host: str) -> None:
         self.metrics.event(event, topic, host)
+        if event == MEMBERSHIP_RESTORED:
+            self._keeper.wake()  # a service-delete expires first: check the record now
         for cb in list(self._event_callbacks):
             self._view.dispatcher.submit(cb, event, topic, host)
 

@@ -50,6 +50,8 @@ EventCallback = Callable[[str, str, str], None]
 SeenCheck = Callable[[str, str, Any], bool]
 #: ``on_beat(host, seconds, ok)`` after each heartbeat cycle of the thread.
 BeatObserver = Callable[[str, float, bool], None]
+#: ``count_beat(host, topics)`` after each successful heartbeat; must not block.
+BeatCounter = Callable[[str, list[str]], None]
 
 MEMBERSHIP_LOST = "membership_lost"
 MEMBERSHIP_RESTORED = "membership_restored"
@@ -67,6 +69,7 @@ class Member:
         factory: backend.CoordinatorFactory = backend.default_factory,
         on_event: EventCallback | None = None,
         seen: SeenCheck | None = None,
+        count_beat: BeatCounter | None = None,
         background: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -76,6 +79,7 @@ class Member:
         self._factory = factory
         self._on_event = on_event
         self._seen = seen
+        self._count_beat = count_beat
         self._background = background
         self._clock = clock
         self._topics: dict[str, dict[str, Any]] = {}
@@ -218,6 +222,8 @@ class Member:
             for topic, caps in list(self._topics.items()):
                 self._check(coord, topic, caps)
         self.beats += 1
+        if self._count_beat is not None and self._topics:
+            self._count_beat(self.host, list(self._topics))  # memory only: see recordkeeper
 
     def stop(self) -> None:
         """Stop beating and leave every topic (others see us gone at once)."""

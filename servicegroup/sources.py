@@ -61,11 +61,15 @@ class Sources:
         return max(a for a in ages if a is not None) if None not in ages else None
 
     def last_seen(self, topic: str, host: str) -> float | None:
-        """The latest time any backend vouched for *host* (epoch seconds)."""
+        """The latest time a backend that lists *host* now vouched for it
+        (epoch seconds); None when none lists it. A reader that saw a dead
+        host alive must not answer other than one started after its death:
+        both then fall back to the record (``ServiceGroup.get_updated_time``)."""
         times = []
         for view in self.views:
-            view.members(topic)  # a first read of the topic, if nobody asked before
-            times.append(view.last_seen(topic, host))
+            members = view.members(topic)  # a first read of the topic, if nobody asked before
+            if members is not None and host in members:
+                times.append(view.last_seen(topic, host))
         return max((t for t in times if t is not None), default=None)
 
     def unhide(self, topic: str, host: str) -> bool:

@@ -16,6 +16,7 @@ Rules every method keeps, and why:
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 import dataclasses
 from datetime import datetime
 import logging
@@ -193,27 +194,44 @@ class Records:
         return engines.run_write(self._engine, self._url, write)
 
     def mark_seen(self, host: str, topic: str) -> None:
-        """Record a heartbeat: ``last_seen_up`` = server now, ``report_count`` + 1.
-
-        One UPDATE and nothing else: this runs for every service every
-        report interval. ``updated_at`` is left alone, so it keeps meaning
-        "the record last changed" rather than "last heartbeat".
-        Raises ServiceNotFound when the record is gone (an operator deleted
-        it), so the caller can re-create it.
-        """
-        host, topic = names.check(host, "host"), names.check(topic, "topic")
-        with engines.read(self._engine, self._url) as conn:
-            result = conn.execute(
-                update(services)
-                .where(_live(host, topic))
-                .values(last_seen_up=server_utcnow(), report_count=services.c.report_count + 1)
-            )
-            conn.commit()
-        if result.rowcount == 0:
+        """Record one heartbeat (see :meth:`mark_seen_many`); ServiceNotFound
+        when the record is gone (an operator deleted it)."""
+        if self.mark_seen_many({(host, topic): 1}):
             raise errors.ServiceNotFound(host, topic)
 
+    def mark_seen_many(self, beats: Mapping[tuple[str, str], int]) -> builtins.list[tuple[str, str]]:
+        """Record heartbeats, all in one transaction: for each ``(host,
+        topic) -> n``, ``last_seen_up`` = the server's now and
+        ``report_count`` + n. Returns the keys whose live record is gone.
+
+        Written in batches off the heartbeat path
+        (:mod:`servicegroup.recordkeeper`), never once per beat.
+        ``updated_at`` is left alone, so it keeps meaning "the record last
+        changed" rather than "last heartbeat".
+        """
+        checked = {(names.check(h, "host"), names.check(t, "topic")): int(n) for (h, t), n in beats.items()}
+
+        def write(conn: Connection) -> builtins.list[tuple[str, str]]:
+            gone = []
+            for (host, topic), n in sorted(checked.items()):
+                result = conn.execute(
+                    update(services)
+                    .where(_live(host, topic))
+                    .values(last_seen_up=server_utcnow(), report_count=services.c.report_count + n)
+                )
+                if result.rowcount == 0:
+                    gone.append((host, topic))
+            return gone
+
+        return engines.run_write(self._engine, self._url, write)
+
     def delete(self, host: str, topic: str) -> bool:
-        """Soft-delete the live record (``deleted = id``); False if none."""
+        """Soft-delete the live record (``deleted = id``); False if none.
+
+        A member of this library serving it withdraws its membership at its
+        next records write (:mod:`servicegroup.recordkeeper`), with a log
+        line: a service without a record is not vouched for.
+        """
         host, topic = names.check(host, "host"), names.check(topic, "topic")
 
         def write(conn: Connection) -> bool:
