@@ -23,7 +23,9 @@ from tests.cli.tools import one_line_error, run, seed
 
 
 def test_service_list_json_has_the_documented_fields(capsys, records):
-    sg = ServiceGroup(records_url=records, report_interval=1, service_down_time=3)
+    # This pins the fields, not expiry: a down time far above any scheduling
+    # stall of a loaded CI machine (a 3 s one expired the member under load).
+    sg = ServiceGroup(records_url=records, report_interval=10, service_down_time=60)
     try:
         sg.join("host-a", "compute", binary="nova-compute")
         code, out, _ = run(
@@ -32,9 +34,9 @@ def test_service_list_json_has_the_documented_fields(capsys, records):
             "--records-url",
             records,
             "--report-interval",
-            "1",
+            "10",
             "--service-down-time",
-            "3",
+            "60",
             "--format",
             "json",
         )
