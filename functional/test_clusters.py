@@ -193,3 +193,43 @@ def test_members_with_skewed_clocks_are_never_read_down_and_a_crash_is_seen(heal
         for m in members:
             m.kill()
         observer.stop()
+
+
+@pytest.mark.parametrize("cluster", backend_params("zk"), indirect=True)
+def test_an_observer_cut_off_keeps_its_view_then_says_unknown_and_never_flaps(healed, tmp_path):
+    """The observer reaches the cluster through a FaultProxy per node, all
+    dropped for longer than service_down_time: every answer meanwhile is the
+    last full view or ``unknown``, never a partial list; after the heal it
+    reads everyone again. (The members are not touched.)"""
+    cluster = healed
+    topic = f"obs-{uuid.uuid4().hex[:8]}"
+    hosts = [f"host-{i}" for i in range(MEMBERS)]
+    proxies = [FaultProxy(n.host, n.port).start() for n in cluster.nodes]
+    target = _target(cluster, cluster.url, tmp_path)
+    members = [_member(target, h, topic) for h in hosts]
+    cut_url = f"{cluster.nodes[0].scheme}://" + ",".join(p.address for p in proxies)
+    observer = ServiceGroup(**_kwargs(_target(cluster, cut_url, tmp_path)))
+    history = hist.History()
+    try:
+        with hist.observing(history, _reader(observer, topic), REPORT_INTERVAL / 2):
+            assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members, cluster)
+            cut = history.record("fault", "observer", "cut")
+            for p in proxies:
+                p.drop()
+            assert wait_for(lambda: observer.liveness_unknown(topic) is not None, bound=SETTLE)
+            wait_for(lambda: False, bound=DOWN_TIME / 2)
+            for p in proxies:
+                p.heal()
+            healed_at = history.record("fault-end", "observer", "cut")
+            assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members)
+        during = [e.value for e in history.events("view") if cut.at <= e.at <= healed_at.at]
+        assert any(isinstance(v, str) for v in during), "the observer never said unknown"
+        flaps = [v for v in during if isinstance(v, frozenset) and v != frozenset(hosts)]
+        assert flaps == [], f"partial views while cut off: {flaps[:3]}"
+        _checked(history, hosts, tmp_path, members, cluster)
+    finally:
+        for m in members:
+            m.kill()
+        observer.stop()
+        for p in proxies:
+            p.stop()

@@ -16,6 +16,9 @@ is refused by name rather than connecting to the first and ignoring the rest.
 from __future__ import annotations
 
 import urllib.parse
+from typing import Any
+
+from tooz import coordination
 
 from servicegroup import errors
 from servicegroup import profiles
@@ -68,3 +71,27 @@ def sentinel_options(url: str) -> list[urls.Endpoint]:
             raise errors.InvalidURL(f"sentinel_fallback {fallback!r} in URL {urls.redact(url)} needs a port")
         found.append(endpoint)
     return found
+
+
+def ensure_sentinel_primary(coord: Any) -> None:
+    """Refuse a read from a Redis that is no longer the primary.
+
+    redis-py's Sentinel pool picks the primary when a connection opens and
+    only leaves a node that refuses a *write* (READONLY). A reader never
+    writes: after a paused primary resumes and Sentinel demotes it, the
+    observer kept reading it, and while it resynced from the new primary it
+    answered "no such group" (seen in the soak: every member read down at
+    once). One ``ROLE`` round trip before each read catches that; the pool
+    is then dropped, so the next read reconnects through Sentinel, and this
+    read fails (the view keeps its last snapshot) instead of lying.
+    """
+    client = getattr(coord, "_client", None)
+    if client is None:
+        return
+    role = client.execute_command("ROLE")
+    name = role[0] if role else b""
+    if name in (b"master", "master"):
+        return
+    client.connection_pool.disconnect()
+    shown = (name.decode() if isinstance(name, bytes) else str(name)) or "a non-primary"
+    raise coordination.ToozConnectionError(f"Redis answered as {shown}, not the primary: reconnecting")

@@ -26,6 +26,7 @@ import uuid
 from tooz import coordination
 
 from servicegroup import backend
+from servicegroup import endpoints
 from servicegroup import errors
 from servicegroup import forksafe
 from servicegroup import mcgroup
@@ -60,6 +61,8 @@ class Reader:
     ) -> None:
         self.url = url
         self._profile = profiles.for_url(url)
+        #: Redis through Sentinel: check each read is from the primary.
+        self._sentinel = bool(endpoints.sentinel_options(url))
         self._factory = factory
         self._background = background
         self._failures = backend.FailureClock(after=replace_after)
@@ -119,6 +122,9 @@ class Reader:
         group = topic.encode()
         beats: dict[bytes, float | None] = {}
         with backend.errors_translated(self.url):
+            if self._sentinel:
+                trips.append(1)
+                endpoints.ensure_sentinel_primary(coord)
             try:
                 raw: Mapping[bytes, Any]
                 cache = self._zk_cache(coord, topic)

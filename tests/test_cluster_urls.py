@@ -8,6 +8,7 @@ the driver objects, which connect only when started.
 from __future__ import annotations
 
 import pytest
+from tooz import coordination
 
 from servicegroup import backend, endpoints, errors, urls
 from servicegroup import driver_urls as drivers
@@ -160,3 +161,39 @@ def tcp_listener():
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock.getsockname()[1]
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.disconnected = False
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+
+
+class _RedisClient:
+    def __init__(self, role: bytes) -> None:
+        self.role = role
+        self.connection_pool = _Pool()
+
+    def execute_command(self, *args):
+        assert args == ("ROLE",)
+        return [self.role, 0, []]
+
+
+class _Coord:
+    def __init__(self, role: bytes) -> None:
+        self._client = _RedisClient(role)
+
+
+def test_a_read_from_the_sentinel_primary_is_trusted():
+    coord = _Coord(b"master")
+    endpoints.ensure_sentinel_primary(coord)
+    assert not coord._client.connection_pool.disconnected
+
+
+def test_a_read_from_a_demoted_primary_fails_and_drops_the_pool_to_reconnect():
+    coord = _Coord(b"slave")
+    with pytest.raises(coordination.ToozConnectionError, match="not the primary"):
+        endpoints.ensure_sentinel_primary(coord)
+    assert coord._client.connection_pool.disconnected
