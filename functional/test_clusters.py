@@ -73,6 +73,14 @@ def _member(target: Target, host: str, topic: str, prefix: list[str] | None = No
     )
 
 
+def _cleanup(members: list[MemberProcess], observer: ServiceGroup, proxies: list[FaultProxy] | None = None) -> None:
+    for m in members:
+        m.kill()
+    observer.stop()
+    for p in proxies or []:
+        p.stop()
+
+
 def _skewed(offset: str) -> list[str]:
     """A command prefix running a program with its wall clock *offset* off
     (libfaketime preloaded: the ``faketime`` wrapper forks, and a kill of the
@@ -127,9 +135,7 @@ def test_a_leader_kill_causes_no_false_down(healed, tmp_path):
             wait_for(lambda: False, bound=DOWN_TIME + REPORT_INTERVAL)
         _checked(history, hosts, tmp_path, members, cluster)
     finally:
-        for m in members:
-            m.kill()
-        observer.stop()
+        _cleanup(members, observer)
 
 
 @pytest.mark.parametrize("cluster", backend_params("zk", "etcd"), indirect=True)
@@ -162,11 +168,7 @@ def test_a_member_cut_off_from_every_node_is_read_down_and_heals(healed, tmp_pat
             assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members)
         _checked(history, hosts, tmp_path, members, cluster)
     finally:
-        for m in members:
-            m.kill()
-        observer.stop()
-        for p in proxies:
-            p.stop()
+        _cleanup(members, observer, proxies)
 
 
 def test_members_with_skewed_clocks_are_never_read_down_and_a_crash_is_seen(healed, tmp_path):
@@ -190,9 +192,7 @@ def test_members_with_skewed_clocks_are_never_read_down_and_a_crash_is_seen(heal
             assert wait_for(lambda: "ahead" not in observer.get_all(topic), bound=SETTLE), explain(members)
         _checked(history, hosts, tmp_path, members, cluster)
     finally:
-        for m in members:
-            m.kill()
-        observer.stop()
+        _cleanup(members, observer)
 
 
 @pytest.mark.parametrize("cluster", backend_params("zk"), indirect=True)
@@ -228,8 +228,4 @@ def test_an_observer_cut_off_keeps_its_view_then_says_unknown_and_never_flaps(he
         assert flaps == [], f"partial views while cut off: {flaps[:3]}"
         _checked(history, hosts, tmp_path, members, cluster)
     finally:
-        for m in members:
-            m.kill()
-        observer.stop()
-        for p in proxies:
-            p.stop()
+        _cleanup(members, observer, proxies)
