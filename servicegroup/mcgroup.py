@@ -7,7 +7,8 @@ a 1,000-member read is 1,001 round trips, and done by every member's
 self-check on every beat it is O(N^2) per interval across a fleet.
 
 Here the member keys are fetched in one multi-get (:func:`read`), and a
-member checks itself with :func:`listed`, which reads the group key alone.
+member checks itself with :func:`listed`: one meta get of the group key's
+CAS token, the key itself only when the group changed.
 Both reach into tooz's driver (its pymemcache client and key encoding),
 guarded: :func:`driver_parts` says None when the driver is not the one we
 know, and callers fall back to tooz's own calls.
@@ -70,10 +71,48 @@ def _alive(coord: Any, member: bytes, alive: dict[bytes, Any]) -> bool:
 
 
 def listed(coord: Any, group: bytes, member_id: bytes) -> bool:
-    """Whether *member_id* is in *group*'s key: one GET (the member's own
-    liveness is the beat it has just written)."""
+    """Whether *member_id* is in *group*'s key (its own liveness is the beat
+    it has just written), in O(1) bytes while the group does not change.
+
+    The group key holds every member: reading it on every beat is O(N)
+    bytes and O(N) CPU to decode (3 ms of CPU per beat at 1,000 members).
+    Instead one meta get asks for the key's CAS token alone (``mg KEY c``,
+    memcached 1.6); if it is the token of the value in which this member
+    last found itself, nothing was written since and it is still listed.
+    Only when the group changed is the key read whole. A memcached without
+    meta commands gets the whole read every time.
+    """
+    key = coord._encode_group_id(group)
     try:
-        members = coord.client.get(coord._encode_group_id(group))
+        seen: dict[tuple[bytes, bytes], bytes] = coord.__dict__.setdefault("_sg_listed_at_cas", {})
+        present, cas = _meta_cas(coord, key)
+        if not present:
+            seen.pop((group, member_id), None)
+            return False
+        if cas is not None and seen.get((group, member_id)) == cas:
+            return True
+        members, token = coord.client.gets(key)
     except Exception as exc:
         raise coordination.ToozConnectionError(backend.describe(exc)) from None
-    return isinstance(members, dict) and member_id in members
+    found = isinstance(members, dict) and member_id in members
+    if found and token is not None:
+        seen[(group, member_id)] = bytes(token)
+    else:
+        seen.pop((group, member_id), None)
+    return found
+
+
+def _meta_cas(coord: Any, key: bytes) -> tuple[bool, bytes | None]:
+    """Whether *key* exists, and its CAS token; the token is None when the
+    server has no meta commands (then the caller reads the key)."""
+    if coord.__dict__.get("_sg_no_meta"):
+        return True, None
+    answer = coord.client.raw_command(b"mg " + key + b" c")
+    if answer.startswith(b"EN"):
+        return False, None
+    if answer.startswith(b"HD"):
+        for token in answer.split()[1:]:
+            if token.startswith(b"c"):
+                return True, bytes(token[1:])
+    coord.__dict__["_sg_no_meta"] = True  # ERROR: an older memcached
+    return True, None

@@ -5,7 +5,8 @@ One O(1) read, synchronous (the heartbeat runs it on its bounded worker,
 read on most drivers, but
 
 - on memcached it sweeps the whole group (one GET per member, then a CAS):
-  O(N^2) per interval across a fleet; here it is one GET of the group key
+  O(N^2) per interval across a fleet; here it is one meta get of the
+  group key's CAS token, the key itself only when the group changed
   (:func:`servicegroup.mcgroup.listed`);
 - on Redis it is a WATCH/MULTI transaction handed to tooz's executor
   thread; here it is one ``HEXISTS`` on the member's own connection.
