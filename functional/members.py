@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 #: Short timings so every scenario takes seconds.
 REPORT_INTERVAL = 0.5
@@ -140,3 +141,18 @@ class MemberProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def live_hosts(observer: Any, topic: str) -> Callable[[], list[str]]:
+    """What a history records as the observer's answer: the live hosts, or
+    an exception when the observer cannot vouch for anyone (``get_all`` is
+    then empty, which is "unknown", not "everyone is down")."""
+
+    def read() -> list[str]:
+        why = observer.liveness_unknown(topic)
+        if why:
+            raise LookupError(why)
+        hosts: list[str] = observer.get_all(topic)
+        return hosts
+
+    return read

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 
+from functional.members import live_hosts
 from servicegroup.api import ServiceGroup
 from servicegroup.testing import history as hist
 from servicegroup.testing.proxy import FaultProxy
@@ -243,7 +244,7 @@ def soak(name: str, args: argparse.Namespace) -> dict[str, object]:
                     raise SystemExit(f"{name}: the fleet never came up ({len(observer.get_all(TOPIC))}/{len(hosts)})")
                 time.sleep(1)
             rss_start = fleet.rss_mb()
-            with hist.observing(history, lambda: observer.get_all(TOPIC), args.report_interval / 2):
+            with hist.observing(history, live_hosts(observer, TOPIC), args.report_interval / 2):
                 end = time.monotonic() + 60 * args.minutes
                 while time.monotonic() < end:
                     op = nemesis.run_one()

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from functional.members import MemberProcess, Target, explain, wait_for
+from functional.members import MemberProcess, Target, explain, live_hosts, wait_for
 from servicegroup.api import ServiceGroup
 from servicegroup.testing import history as hist
 from servicegroup.testing.proxy import FaultProxy
@@ -93,16 +93,6 @@ def _skewed(offset: str) -> list[str]:
     return ["env", f"LD_PRELOAD={libs[0]}", f"FAKETIME={offset}", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
 
 
-def _reader(observer: ServiceGroup, topic: str):
-    def read() -> list[str]:
-        why = observer.liveness_unknown(topic)
-        if why:
-            raise LookupError(why)
-        return observer.get_all(topic)
-
-    return read
-
-
 def _checked(history: hist.History, hosts: list[str], tmp_path, members, cluster) -> hist.Report:
     report = hist.check(history, hosts, BOUND)
     path = tmp_path / "history.jsonl"
@@ -123,7 +113,7 @@ def test_a_leader_kill_causes_no_false_down(healed, tmp_path):
     observer = ServiceGroup(**_kwargs(target))
     history = hist.History()
     try:
-        with hist.observing(history, _reader(observer, topic), REPORT_INTERVAL / 2):
+        with hist.observing(history, live_hosts(observer, topic), REPORT_INTERVAL / 2):
             assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members, cluster)
             leader = cluster.leader()
             history.record("fault", repr(leader), "kill-leader")
@@ -155,7 +145,7 @@ def test_a_member_cut_off_from_every_node_is_read_down_and_heals(healed, tmp_pat
     observer = ServiceGroup(**_kwargs(target))
     history = hist.History()
     try:
-        with hist.observing(history, _reader(observer, topic), REPORT_INTERVAL / 2):
+        with hist.observing(history, live_hosts(observer, topic), REPORT_INTERVAL / 2):
             assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members, cluster)
             history.record("cut", hosts[0])
             for p in proxies:
@@ -184,7 +174,7 @@ def test_members_with_skewed_clocks_are_never_read_down_and_a_crash_is_seen(heal
     observer = ServiceGroup(**_kwargs(target))
     history = hist.History()
     try:
-        with hist.observing(history, _reader(observer, topic), REPORT_INTERVAL / 2):
+        with hist.observing(history, live_hosts(observer, topic), REPORT_INTERVAL / 2):
             assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members, cluster)
             wait_for(lambda: False, bound=DOWN_TIME + REPORT_INTERVAL)  # a TTL's worth of beats
             history.record("crash", "ahead")
@@ -211,7 +201,7 @@ def test_an_observer_cut_off_keeps_its_view_then_says_unknown_and_never_flaps(he
     observer = ServiceGroup(**_kwargs(_target(cluster, cut_url, tmp_path)))
     history = hist.History()
     try:
-        with hist.observing(history, _reader(observer, topic), REPORT_INTERVAL / 2):
+        with hist.observing(history, live_hosts(observer, topic), REPORT_INTERVAL / 2):
             assert wait_for(lambda: observer.get_all(topic) == hosts, bound=SETTLE), explain(members, cluster)
             cut = history.record("fault", "observer", "cut")
             for p in proxies:

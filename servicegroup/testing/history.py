@@ -104,12 +104,14 @@ class Report:
     false_downs: int
     faults: int
     views: int
+    #: Answers that were "unknown" (the observer could not vouch for anyone).
+    unknowns: int = 0
 
     def summary(self) -> str:
         worst = max(self.detections.values(), default=0.0)
         return (
             f"{self.faults} faults, {self.views} views, {self.false_downs} false downs, "
-            f"detection max {worst:.1f}s, {len(self.violations)} violations"
+            f"detection max {worst:.1f}s, {self.unknowns} unknown answers, {len(self.violations)} violations"
         )
 
 
@@ -158,4 +160,5 @@ def check(history: History, hosts: Iterable[str], bound: float) -> Report:
         missing = sorted(hosts - crashed - views[-1][1])
         violations.append(f"invariant 4: after the faults, {missing} not back")
     faults = sum(1 for e in events if e.kind in ("cut", "crash", "fault"))
-    return Report(violations, detections, false_downs, faults, len(views))
+    unknowns = sum(1 for e in events if e.kind == "view" and isinstance(e.value, str) and e.at >= start)
+    return Report(violations, detections, false_downs, faults, len(views), unknowns)
