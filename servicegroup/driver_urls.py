@@ -20,6 +20,7 @@ import urllib.parse
 
 from servicegroup import endpoints
 from servicegroup import errors
+from servicegroup import extras
 from servicegroup import profiles
 from servicegroup import urls
 from servicegroup.sqlengine import check_dialect
@@ -187,6 +188,7 @@ def resolve(
         raise errors.UnknownDriver(driver, list(DEFAULT_URLS))
 
     scheme = _scheme(target)
+    extras.require_scheme(scheme)  # before anything loads the backend's module
     if scheme not in registered_schemes():
         raise errors.UnknownDriver(scheme + "://", list(DEFAULT_URLS))
     urls.split(target)  # refuses a malformed host, port or userinfo, redacted

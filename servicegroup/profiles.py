@@ -69,6 +69,9 @@ class Profile:
     #: The URL may name several servers, ``h1:p1,h2:p2,h3:p3`` (a ZooKeeper
     #: ensemble, etcd endpoints; :mod:`servicegroup.endpoints`).
     host_list: bool = False
+    #: The client library the backend needs, as (module, servicegroup
+    #: extra installing it); None: nothing beyond the base install.
+    client: tuple[str, str] | None = None
 
     @property
     def url_options(self) -> frozenset[str] | None:
@@ -81,6 +84,7 @@ class Profile:
 _ZOOKEEPER = Profile(
     "zookeeper",
     alias="zk",
+    client=("kazoo", "zookeeper"),
     ttl_option="timeout",
     tooz_options=frozenset(
         {
@@ -107,6 +111,7 @@ _ZOOKEEPER = Profile(
 _MEMCACHED = Profile(
     "memcached",
     alias="mc",
+    client=("pymemcache", "memcached"),
     ttl_option="timeout",
     tooz_options=_EXECUTOR
     | {
@@ -133,6 +138,7 @@ _MEMCACHED = Profile(
 _REDIS = Profile(
     "redis",
     alias="redis",
+    client=("redis", "redis"),
     ttl_option="timeout",
     tooz_options=_EXECUTOR
     | {
@@ -166,6 +172,7 @@ _REDIS = Profile(
 _ETCD = Profile(
     "etcd3+http",
     alias="etcd",
+    client=("etcd3gw", "etcd"),
     ttl_option="timeout",
     tooz_options=_EXECUTOR
     | {"timeout", "membership_timeout", "lock_timeout", "ca_cert", "cert_key", "cert_cert", "api_version"},
@@ -174,8 +181,8 @@ _ETCD = Profile(
     push="etcd",
     host_list=True,
 )
-_SQL = Profile("sql+postgresql", alias="db", ttl_option="timeout", min_ttl=1.0)
-_CONSUL = Profile("consul", alias="consul", ttl_option="ttl", push="consul")
+_SQL = Profile("sql+postgresql", alias="db", ttl_option="timeout", min_ttl=1.0, client=("psycopg2", "postgresql"))
+_CONSUL = Profile("consul", alias="consul", ttl_option="ttl", push="consul", client=("consul", "consul"))
 
 PROFILES: dict[str, Profile] = {
     p.scheme: p
@@ -187,8 +194,8 @@ PROFILES: dict[str, Profile] = {
         _ETCD,
         dataclasses.replace(_ETCD, scheme="etcd3+https"),
         _SQL,
-        dataclasses.replace(_SQL, scheme="sql+mysql"),
-        dataclasses.replace(_SQL, scheme="sql+sqlite", local=True),
+        dataclasses.replace(_SQL, scheme="sql+mysql", client=("pymysql", "mysql")),
+        dataclasses.replace(_SQL, scheme="sql+sqlite", local=True, client=None),
         _CONSUL,
         dataclasses.replace(_CONSUL, scheme="consul+https"),
         Profile("file", local=True),

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 import os
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import uuid
 
 from tooz import coordination
@@ -32,9 +32,11 @@ from servicegroup import forksafe
 from servicegroup import mcgroup
 from servicegroup import profiles
 from servicegroup import push
-from servicegroup import zkcache
 from servicegroup.membership import Members, MembershipView
 from servicegroup.watches import INCARNATION
+
+if TYPE_CHECKING:
+    from servicegroup import zkcache
 
 #: ``on_read(topic, round_trips, ok)``: one membership read of *topic*.
 ReadObserver = Callable[[str, int, bool], None]
@@ -165,6 +167,8 @@ class Reader:
                 self._zk_owner, self._zk_caches = coord, {}
             cache = self._zk_caches.get(topic)
             if cache is None:
+                from servicegroup import zkcache  # kazoo: the [zookeeper] extra, only here
+
                 path = path_group(topic.encode())
                 path = path.decode() if isinstance(path, bytes) else str(path)
                 cache = self._zk_caches[topic] = zkcache.GroupCache(client, path, lambda: self._poke(topic))

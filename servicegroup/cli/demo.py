@@ -27,6 +27,12 @@ DEMO_REPORT_INTERVAL = 0.5
 DEMO_DOWN_TIME = 2.0
 DEMO_STALENESS = 0.25
 
+#: How long the members may take to start: Python processes importing
+#: tooz and SQLAlchemy take tens of seconds on a loaded machine (a CI
+#: runner), so this is a bound, not an expectation; a member that exits
+#: ends the wait at once.
+START_BOUND = 300.0
+
 
 def _wait(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
@@ -94,7 +100,11 @@ def run(settings: Settings, topic: str, members: int) -> int:
             if settings.url:
                 cmd += ["--url", settings.url]
             procs[host] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        if not _wait(lambda: sg.get_all(topic) == sorted(hosts), timeout=30):
+        started = _wait(
+            lambda: sg.get_all(topic) == sorted(hosts) or any(p.poll() is not None for p in procs.values()),
+            timeout=START_BOUND,
+        )
+        if not started or sg.get_all(topic) != sorted(hosts):
             print(f"members did not all come up: live = {sg.get_all(topic)}", file=sys.stderr)
             return 1
         print(f"{len(hosts)} members up:")

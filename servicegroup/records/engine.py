@@ -26,6 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine
 
 from servicegroup import errors
+from servicegroup import extras
 from servicegroup import sqlengine
 from servicegroup.urls import redact, userinfo_end
 
@@ -70,6 +71,7 @@ def parse(url: str) -> URL:
             )
     if not dbapi:
         parsed = parsed.set(drivername=sqlengine.drivername(backend))
+    extras.require_dbapi(parsed.drivername)
     try:
         parsed.get_dialect()
     except (sa_exc.NoSuchModuleError, ImportError) as exc:
