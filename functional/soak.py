@@ -13,7 +13,8 @@ process samples the live hosts into a history
 random: kill the leader, pause it past the election timeout, kill a
 follower, restart every node in turn, cut a member process off, pause one,
 slow one down (100-500 ms each way, below ``service_down_time -
-report_interval``). Between faults the cluster heals and the fleet settles.
+report_interval``), starve one of CPU (``stress-ng`` on every core while
+it runs at the lowest priority). Between faults the cluster heals and the fleet settles.
 At the end the checker runs on the history and the result (faults by kind,
 violations, detection times, member memory at start and end) is printed
 as JSON; the exit status is 1 on any violation.
@@ -137,9 +138,14 @@ class Nemesis:
 
     def ops(self) -> list[str]:
         ops = ["kill-leader", "pause-leader", "kill-follower", "rolling-restart", "pause-members", "slow-members"]
+        ops.append("starve-members")
         if any(self.fleet.proxies):
             ops.append("cut-members")
-        return ops
+        chosen = self.args.ops.split(",") if self.args.ops else ops
+        unknown = set(chosen) - set(ops)
+        if unknown:
+            raise SystemExit(f"unknown or unavailable nemesis op(s) {sorted(unknown)}; known: {', '.join(ops)}")
+        return chosen
 
     def run_one(self) -> str:
         op = self.rng.choice(self.ops())
@@ -205,6 +211,25 @@ class Nemesis:
             lambda: os.killpg(pid, signal.SIGCONT),
             1.5 * self.args.down_time,
         )
+
+    def starve_members(self) -> None:
+        """A member process at the lowest CPU priority beside ``stress-ng``
+        busy on every core, for 2 x service_down_time: starved, not stopped,
+        so no member may be read down for it (no cut is recorded)."""
+        i = self._pick()
+        pid = self.fleet.procs[i].pid
+        seconds = 2 * self.args.down_time
+        self.history.record("fault", f"process {i}", "starved by stress-ng")
+        os.setpriority(os.PRIO_PGRP, pid, 19)
+        try:
+            subprocess.run(
+                ["stress-ng", "--cpu", "0", "--timeout", f"{seconds:.0f}s", "--quiet"],
+                check=False,
+                timeout=seconds + 30,
+            )
+        finally:
+            os.setpriority(os.PRIO_PGRP, pid, 0)
+        self.history.record("fault-end", f"process {i}", "starved")
 
     def slow_members(self) -> None:
         """Added delay below service_down_time - report_interval: no member
@@ -287,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--down-time", type=float, default=15.0)
     parser.add_argument("--staleness", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--ops", default="", help="comma-separated nemesis ops to pick from (default: all)")
     parser.add_argument("--results", default=tempfile.gettempdir())
     # member-host mode
     parser.add_argument("--driver")
