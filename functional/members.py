@@ -23,6 +23,11 @@ REPORT_INTERVAL = 0.5
 DOWN_TIME = 2.0
 STALENESS = 0.2
 BOUND = 30.0
+#: How long a member process may take to start and join: interpreter,
+#: imports, migrations. Not an interval of the library's, and on a loaded
+#: 2-core machine it has been seen past BOUND; this only catches a member
+#: that never comes up.
+STARTUP = 4 * BOUND
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ import uuid
 
 import pytest
 
-from functional.members import DOWN_TIME, STALENESS, MemberProcess, Target, explain, wait_for
+from functional.members import DOWN_TIME, STALENESS, STARTUP, MemberProcess, Target, explain, wait_for
 from servicegroup.api import ServiceGroup
 from servicegroup.testing.proxy import FaultProxy
 from servicegroup.testing.servers.postgres import PostgresServer
@@ -131,7 +131,7 @@ def _liveness_survives(tgt: Target, outages: list[Outage], caplog: pytest.LogCap
     observer = ServiceGroup(**tgt.kwargs())
     poller = None
     try:
-        assert wait_for(lambda: observer.get_all(topic) == ["dead", "fenced", "live"]), explain(members)
+        assert wait_for(lambda: observer.get_all(topic) == ["dead", "fenced", "live"], bound=STARTUP), explain(members)
         observer.force_down("fenced", topic)
         assert not observer.is_up(topic=topic, host="fenced"), "a local force_down counts at once"
 
@@ -189,7 +189,7 @@ def test_db_driver_stall_keeps_the_last_answer_then_says_unknown(
     observer = ServiceGroup(**tgt.kwargs())
     poller = None
     try:
-        assert wait_for(lambda: observer.is_up(topic=topic, host="live")), explain([member])
+        assert wait_for(lambda: observer.is_up(topic=topic, host="live"), bound=STARTUP), explain([member])
 
         def check() -> str | None:
             # Checked in this order: once unknown, the view stays unknown
