@@ -30,7 +30,11 @@ backend it is configured with) until the moment the test sends it SIGTERM.
 A false down is an answer without a host whose reads all started after it
 was live and that was given before it stopped: there must be none, and no
 answer may be "unknown". Deadlines derive from the intervals below.
-Duration: about a minute on a quiet machine (40 restarts, in batches).
+Two shorter tests pin that a failing old backend never hurts the new one:
+unreachable from the start, and frozen mid-switch (SIGSTOPped ZooKeeper).
+
+Duration (2 cores shared with other test runs): 133 s + 43 s + 26 s at load
+44; expect about half on a quiet machine. 50 member process starts dominate.
 """
 
 from __future__ import annotations
@@ -87,7 +91,8 @@ def _config(path, records_url: str, driver: str, url: str | None = None, previou
 class Answer:
     started: float  #: monotonic: the oldest read behind the answer started
     at: float  #: monotonic: the answer was back
-    live: frozenset[str] | None  #: None: the observer could not vouch
+    live: frozenset[str]  #: what get_all answered
+    unknown: str | None  #: liveness_unknown: a backend the observer could not read
 
 
 class Fleet:
@@ -163,10 +168,10 @@ class Fleet:
                 begun = time.monotonic()
                 age = observer.liveness_age(self.topic)
                 live = observer.get_all(self.topic)
-                vouched = observer.liveness_unknown(self.topic) is None
+                unknown = observer.liveness_unknown(self.topic)
                 at = time.monotonic()
             started = begun - age if age is not None else begun  # None: get_all read it first
-            self.answers.append(Answer(started, at, frozenset(live) if vouched else None))
+            self.answers.append(Answer(started, at, frozenset(live), unknown))
             self._stop.wait(STALENESS / 2)
 
     def sees(self, predicate) -> bool:
@@ -174,12 +179,16 @@ class Fleet:
             assert self._observer is not None
             return predicate(set(self._observer.get_all(self.topic)))
 
+    def unknown(self) -> str | None:
+        with self._lock:
+            assert self._observer is not None
+            return self._observer.liveness_unknown(self.topic)
+
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        for member in list(self.members.values()):
-            member.terminate()
+        self.stop(sorted(self.members))
         if self._observer is not None:
             self._observer.stop()
 
@@ -189,10 +198,10 @@ class Fleet:
         found = []
         for a in self.answers:
             for host in self.hosts:
-                if a.live is not None and host in a.live:
-                    continue
+                if host in a.live:
+                    continue  # an up answer stands even with a backend unreadable
                 if any(ready <= a.started and a.at <= stopped for ready, stopped in self.live[host]):
-                    what = "unknown" if a.live is None else "down"
+                    what = f"down ({a.unknown})" if a.unknown else "down"
                     found.append(f"{host} read {what} at {a.at:.2f} (reads from {a.started:.2f}), {self.phase(a.at)}")
         return found
 
@@ -202,9 +211,7 @@ class Fleet:
     def first_down(self, host: str, since: float) -> float | None:
         """When the observer first answered without *host*, from reads that
         all started after *since* (None: never)."""
-        return next(
-            (a.at for a in self.answers if a.started >= since and a.live is not None and host not in a.live), None
-        )
+        return next((a.at for a in self.answers if a.started >= since and host not in a.live), None)
 
 
 def _driver_status(config: str) -> subprocess.CompletedProcess[str]:
@@ -278,7 +285,7 @@ def test_a_rolling_driver_switch_there_and_back_never_reads_a_live_service_down(
 
 def test_an_unreachable_previous_backend_never_hurts_the_new_one(tmp_path, zookeeper_server):
     """A member bridging to an old backend nobody listens on any more joins,
-    and stays up for an observer of the new backend across many beats."""
+    and stays up for an observer of the new backend past the TTL."""
     records = f"sqlite:///{tmp_path / 'records.sqlite'}"
     with socket.socket() as s:  # a port that was free a moment ago: nobody listens
         s.bind(("127.0.0.1", 0))
@@ -290,11 +297,35 @@ def test_an_unreachable_previous_backend_never_hurts_the_new_one(tmp_path, zooke
         fleet.start(["host-0"], bridge)
         fleet.observe_with(_config(tmp_path / "zk.conf", records, "zk", zookeeper_server.url), "observer on zk")
         member = fleet.members["host-0"]
-        beats = 2 * DOWN_TIME / REPORT_INTERVAL  # outlives the TTL twice over
-        wait_for(lambda: False, bound=beats * REPORT_INTERVAL)
+        wait_for(lambda: False, bound=DOWN_TIME + 2 * REPORT_INTERVAL)  # outlives the TTL
         assert member.proc.poll() is None, explain([member])
         assert member.saw("could not join"), explain([member])  # the old backend's refusal, logged
     finally:
         fleet.close()
     assert not fleet.false_downs(), "\n".join(fleet.false_downs()[:20])
     assert any(a.live and "host-0" in a.live for a in fleet.answers)
+
+
+def test_the_old_backend_failing_during_the_switch_reads_no_live_service_down(tmp_path, zookeeper_server):
+    """Members and observer on the way back to db (zk is the previous
+    backend); ZooKeeper freezes (SIGSTOP) past the TTL: the observer names
+    it as unreadable, and never reads a live member down (db lists them)."""
+    records = f"sqlite:///{tmp_path / 'records.sqlite'}"
+    bridge = _config(tmp_path / "bridge.conf", records, "db", previous=("zk", zookeeper_server.url))
+    topic = f"old-fails-{uuid.uuid4().hex[:8]}"
+    hosts = [f"host-{i}" for i in range(3)]
+    fleet = Fleet(topic, hosts)
+    try:
+        fleet.start(hosts, bridge)
+        fleet.observe_with(bridge, "observer on the db bridge")
+        assert wait_for(lambda: fleet.sees(lambda live: live == set(hosts)), bound=SETTLE)
+        with zookeeper_server.paused_for():
+            assert wait_for(lambda: fleet.unknown() is not None, bound=SETTLE)  # past the grace
+            assert "zookeeper" in fleet.unknown()
+            # The freeze has outlived the db TTL by now: members beat to db meanwhile.
+            wait_for(lambda: False, bound=2 * REPORT_INTERVAL)
+        assert wait_for(lambda: fleet.unknown() is None, bound=SETTLE)
+    finally:
+        fleet.close()
+    assert not fleet.false_downs(), "\n".join(fleet.false_downs()[:20]) + "\n" + explain(fleet.retired)
+    assert any(a.unknown for a in fleet.answers)  # the freeze was seen, and answered through
