@@ -48,7 +48,7 @@ import time
 import uuid
 
 
-from functional.members import MemberProcess, Target, explain, wait_for
+from functional.members import STARTUP, MemberProcess, Target, explain, wait_for
 from servicegroup.api import ServiceGroup
 from servicegroup.conf import Settings
 
@@ -118,7 +118,7 @@ class Fleet:
         """Start *hosts* with *config*; return once each said it joined."""
         started = {h: MemberProcess(Target("switch", "", None, ""), h, self.topic, config_file=config) for h in hosts}
         for host, member in started.items():
-            assert wait_for(lambda m=member: m.saw("joined "), bound=SETTLE), explain([member])
+            assert wait_for(lambda m=member: m.saw("joined "), bound=STARTUP), explain([member])
             self.live[host].append([time.monotonic(), float("inf")])
             self.members[host] = member
 
