@@ -219,3 +219,19 @@ def test_an_observer_cut_off_keeps_its_view_then_says_unknown_and_never_flaps(he
         _checked(history, hosts, tmp_path, members, cluster)
     finally:
         _cleanup(members, observer, proxies)
+
+
+@pytest.mark.parametrize("cluster", backend_params("zk"), indirect=True)
+def test_a_zookeeper_chroot_is_created_and_members_live_under_it(healed, tmp_path):
+    """kazoo does not create its chroot; the library does, and members and
+    observers given the same URL see each other under it."""
+    chroot = f"/sg-{uuid.uuid4().hex[:8]}/apps"
+    target = _target(healed, healed.url + chroot, tmp_path)
+    member = ServiceGroup(**_kwargs(target))
+    observer = ServiceGroup(**_kwargs(target))
+    try:
+        member.join("host-a", "chrooted")
+        assert wait_for(lambda: observer.get_all("chrooted") == ["host-a"], bound=SETTLE)
+    finally:
+        member.stop()
+        observer.stop()

@@ -51,6 +51,7 @@ def default_factory(url: str, member_id: bytes) -> coordination.CoordinationDriv
     options = urllib.parse.parse_qs(parsed.query)
     profile = profiles.for_scheme(scheme)
     if profile.push == "zookeeper" and endpoints.chroot(url):
+        endpoints.ensure_zookeeper_chroot(parsed, endpoints.chroot(url), CONNECT_TIMEOUT)
         moved = parsed._replace(netloc=parsed.netloc + endpoints.chroot(url), path="")
         return _tooz_driver(scheme)(member_id, moved, options)
     if profile.push == "etcd" and len(urls.hosts(url)) > 1:

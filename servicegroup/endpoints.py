@@ -95,3 +95,28 @@ def ensure_sentinel_primary(coord: Any) -> None:
     client.connection_pool.disconnect()
     shown = (name.decode() if isinstance(name, bytes) else str(name)) or "a non-primary"
     raise coordination.ToozConnectionError(f"Redis answered as {shown}, not the primary: reconnecting")
+
+
+def ensure_zookeeper_chroot(parsed: urllib.parse.SplitResult, chroot_path: str, timeout: float) -> None:
+    """Create the chroot node of a ZooKeeper URL if it is missing.
+
+    kazoo does not create its chroot, and every call under a missing one
+    fails with a bare ``NoNodeError`` (tooz: "Operational error"). One short
+    connection without the chroot creates it, with the URL's credentials.
+    """
+    from kazoo.client import KazooClient  # kazoo is imported only for ZooKeeper URLs
+
+    hosts = parsed.netloc.rpartition("@")[2]
+    auth = None
+    if parsed.username and parsed.password:
+        auth = [("digest", f"{urllib.parse.unquote(parsed.username)}:{urllib.parse.unquote(parsed.password)}")]
+    client = KazooClient(hosts=hosts, auth_data=auth, timeout=timeout)
+    try:
+        client.start(timeout=timeout)
+        client.ensure_path(chroot_path)
+    except Exception as exc:
+        shown = urls.redact(f"{type(exc).__name__}: {exc}".rstrip(": "), url=parsed.geturl())
+        raise coordination.ToozConnectionError(f"cannot create the ZooKeeper chroot {chroot_path}: {shown}") from None
+    finally:
+        client.stop()
+        client.close()

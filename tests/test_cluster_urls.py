@@ -28,8 +28,11 @@ def test_a_zookeeper_ensemble_with_a_chroot_resolves_and_keeps_it():
     assert endpoints.chroot(resolved) == "/apps/sg"
 
 
-def test_the_chroot_reaches_kazoo_with_the_host_list():
+def test_the_chroot_reaches_kazoo_with_the_host_list(monkeypatch):
+    created = []
+    monkeypatch.setattr(endpoints, "ensure_zookeeper_chroot", lambda parsed, path, timeout: created.append(path))
     coord = backend.default_factory(ENSEMBLE + "/apps/sg?timeout=5", b"m1")
+    assert created == ["/apps/sg"]  # kazoo does not create its chroot: the library does
     kazoo = coord._coord  # type: ignore[attr-defined]
     assert kazoo.chroot == "/apps/sg"
     assert sorted(kazoo.hosts) == [("127.0.0.1", 2182), ("127.0.0.1", 2183), ("127.0.0.1", 2184)]
