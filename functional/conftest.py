@@ -33,8 +33,15 @@ fixture below.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import os
 
 import pytest
+
+# eventlet (in the test extra, for functional/test_green.py) warns on
+# stderr when imported, and futurist imports it wherever it is installed:
+# every CLI subprocess would print that warning before its one line.
+# EVENTLET_TESTS is eventlet's own switch for that warning, for test suites.
+os.environ.setdefault("EVENTLET_TESTS", "1")
 
 from functional.members import Target
 from servicegroup.testing import selection, servers

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import pytest
+
+# eventlet (in the test extra, for functional/test_green.py) warns on
+# stderr when imported, and futurist imports it wherever it is installed:
+# every CLI subprocess would print that warning before its one line.
+# EVENTLET_TESTS is eventlet's own switch for that warning, for test suites.
+os.environ.setdefault("EVENTLET_TESTS", "1")
 
 from servicegroup.api import ServiceGroup
 from tests.fakes import TTL, FakeClock, FakeServer
