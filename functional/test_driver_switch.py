@@ -117,10 +117,14 @@ class Fleet:
     def start(self, hosts: list[str], config: str) -> None:
         """Start *hosts* with *config*; return once each said it joined."""
         started = {h: MemberProcess(Target("switch", "", None, ""), h, self.topic, config_file=config) for h in hosts}
-        for host, member in started.items():
-            assert wait_for(lambda m=member: m.saw("joined "), bound=STARTUP), explain([member])
-            self.live[host].append([time.monotonic(), float("inf")])
-            self.members[host] = member
+        try:
+            for host, member in list(started.items()):
+                assert wait_for(lambda m=member: m.saw("joined "), bound=STARTUP), explain([member])
+                self.live[host].append([time.monotonic(), float("inf")])
+                self.members[host] = started.pop(host)
+        finally:
+            for member in started.values():  # never leave a process behind (own session)
+                member.kill()
 
     def stop(self, hosts: list[str]) -> None:
         """SIGTERM *hosts* together (a batch restarts at once), then reap them."""
