@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Any
 
+from servicegroup.testing.servers.process import dies_with_parent
+
 #: Short timings so every scenario takes seconds.
 REPORT_INTERVAL = 0.5
 DOWN_TIME = 2.0
@@ -109,7 +111,12 @@ class MemberProcess:
         self.host = host
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=dies_with_parent(),  # no orphan member if pytest is killed
         )
         threading.Thread(target=self._pump, daemon=True).start()
 

@@ -39,7 +39,7 @@ from servicegroup.api import ServiceGroup
 from servicegroup.testing import history as hist
 from servicegroup.testing.proxy import FaultProxy
 from servicegroup.testing.servers import cluster as clusters
-from servicegroup.testing.servers.process import ServerProcess
+from servicegroup.testing.servers.process import ServerProcess, dies_with_parent
 
 #: A nemesis step: cause a fault, or end it.
 Action = Callable[[], object]
@@ -93,7 +93,11 @@ class Fleet:
             cmd += ["--hosts", ",".join(hosts), "--records", os.path.join(workdir, f"records-{p}.sqlite")]
             cmd += ["--report-interval", str(args.report_interval), "--down-time", str(args.down_time)]
             log = open(os.path.join(workdir, f"members-{p}.log"), "wb")  # open as long as the child runs
-            self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=dies_with_parent()
+                )
+            )
             self.proxies.append(proxies)
             self.hosts.append(hosts)
 
