@@ -1,7 +1,9 @@
 """Fleets of 1,000 to 10,000 members, per backend, beside raw tooz (docs/scale.md).
 
 ``python -m bench.scale [--sizes 1000,5000,10000] [--backends zk,redis,...]
-[--procs 4] [--interval 10] [--down 60] [--hold 30]``; ``make bench-scale``.
+[--procs 4] [--interval 10] [--down 60] [--hold 30] [--name scale]``;
+``make bench-scale``. ``--replot FILE...`` draws the plots from the rows
+of earlier runs (runs of different backends, one set of figures).
 
 For each backend and fleet size N: N members (``ServiceGroup.join``, one
 host each, every one with its own heartbeat thread and backend client) run
@@ -305,7 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=10.0, help="report_interval (nova's default)")
     p.add_argument("--down", type=float, default=60.0, help="service_down_time (nova's default)")
     p.add_argument("--hold", type=float, default=30.0, help="seconds to watch each fleet")
+    p.add_argument("--name", default="scale", help="results file: bench/results/NAME.json")
+    p.add_argument("--replot", nargs="+", metavar="JSON", help="only draw the plots from these results files")
     args = p.parse_args(argv)
+    if args.replot:
+        rows = [row for path in args.replot for row in json.loads(Path(path).read_text())["rows"]]
+        print("\n".join(plot(rows)))
+        return 0
     rows = []
     loads = [_load()]
     with tempfile.TemporaryDirectory(prefix="sg-scale-") as workdir:
@@ -320,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         f"hold {args.hold:g} s; load average (1/5/15 min) before each run: {'; '.join(loads)}",
         *plot(rows),
     ]
-    report("scale", rows, title="bench.scale: fleets per backend, beside raw tooz", notes=notes)
+    report(args.name, rows, title="bench.scale: fleets per backend, beside raw tooz", notes=notes)
     return 0
 
 
