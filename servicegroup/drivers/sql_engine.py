@@ -37,7 +37,7 @@ DIALECTS = ("sqlite", "postgresql", "mysql")
 #: shares: a process's connections to the server stay at most this many
 #: whatever the number of members it runs (each beat holds one briefly).
 POOL_SIZE = 2
-MAX_OVERFLOW = 6
+MAX_OVERFLOW = 14
 
 #: What the server says when it has no connection slot left (PostgreSQL's
 #: "too many clients", "remaining connection slots are reserved";
