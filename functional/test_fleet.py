@@ -25,6 +25,8 @@ import uuid
 
 import pytest
 
+from functional.members import STARTUP
+
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "fleet.py")
 _spec = importlib.util.spec_from_file_location("fleet_example", EXAMPLE)
 fleet_example = importlib.util.module_from_spec(_spec)
@@ -67,7 +69,10 @@ def run(request, tmp_path_factory):
 
     for host in HOSTS:
         fleet.start(host)
-    before = fleet.wait_for(HOSTS)  # reports read before the kill
+    # Waits that include starting worker processes (interpreter, imports,
+    # migrations) get the start-up bound: the default 60 s ran out once at
+    # setup on a loaded machine, before any liveness was involved.
+    before = fleet.wait_for(HOSTS, timeout=STARTUP)  # reports read before the kill
 
     t0 = time.monotonic()
     fleet.kill(VICTIM)
@@ -77,7 +82,7 @@ def run(request, tmp_path_factory):
 
     t0 = time.monotonic()
     fleet.start(JOINER)
-    after_join = fleet.wait_for(survivors + [JOINER])
+    after_join = fleet.wait_for(survivors + [JOINER], timeout=STARTUP)
     join_s = time.monotonic() - t0
 
     moved_kill = sum(len(set(after_kill[h]["owned"]) - set(before[h]["owned"])) for h in survivors)
