@@ -20,14 +20,22 @@ is not a failure.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import atexit
 import logging
 import threading
 from typing import Protocol
 import weakref
 
-import futurist._thread as futurist_thread
 from tooz import coordination  # noqa: F401 (imported first: see module docstring)
+
+# futurist's exit handler is private: a release without it must not break
+# importing this library, only lose the guard against its unbounded join.
+_futurist_clean_up: Callable[[], None] | None
+try:
+    from futurist._thread import _clean_up as _futurist_clean_up
+except ImportError:  # pragma: no cover - depends on the installed futurist
+    _futurist_clean_up = None
 
 LOG = logging.getLogger(__name__)
 
@@ -79,7 +87,8 @@ def _at_exit() -> None:
         # A call stuck on an unreachable backend holds a futurist worker,
         # and futurist's handler would join it without a bound. Its workers
         # are daemon threads: the interpreter may end without that join.
-        atexit.unregister(futurist_thread._clean_up)
+        if _futurist_clean_up is not None:
+            atexit.unregister(_futurist_clean_up)
 
 
 atexit.register(_at_exit)
